@@ -1,0 +1,139 @@
+"""The tables that flow between stages: their polars schemas and a checker for each.
+
+Column names and dtypes here are the contract of ``DESIGN.md``; every stage imports them from
+this module and nowhere else. Records for single rows are frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import polars as pl
+
+from simscope.errors import SimscopeError
+
+SLICES: Final = ("prompt", "chosen", "rejected")
+"""The three slices of a preference set, in their canonical order."""
+
+PREFERENCE_SCHEMA: Final = pl.Schema(
+    {
+        "pair_id": pl.String,
+        "prompt": pl.String,
+        "chosen": pl.String,
+        "rejected": pl.String,
+        "source": pl.String,
+    }
+)
+"""PreferenceSet: one preference pair per row; responses hold the response only."""
+
+PROBE_SCHEMA: Final = pl.Schema(
+    {"model": pl.String, "doc_id": pl.String, "text": pl.String, "origin": pl.String}
+)
+"""ProbeCorpus: texts that stand for one model's pretraining distribution."""
+
+PROBE_ORIGINS: Final = ("generated", "imported")
+
+PROFILE_SCHEMA: Final = pl.Schema(
+    {
+        "model": pl.String,
+        "slice": pl.String,
+        "topic": pl.String,
+        "metric": pl.String,
+        "value": pl.Float64,
+        "ci_low": pl.Float64,
+        "ci_high": pl.Float64,
+    }
+)
+"""Profile (long): one number per (model, slice, topic, metric); topic null = whole slice."""
+
+BENCHMARK_SCHEMA: Final = pl.Schema(
+    {"model": pl.String, "benchmark": pl.String, "score": pl.Float64}
+)
+RM_RESULT_SCHEMA: Final = pl.Schema({"model": pl.String, "metric": pl.String, "score": pl.Float64})
+
+SELECTION_SCHEMA: Final = pl.Schema(
+    {
+        "model": pl.String,
+        "predicted": pl.Float64,
+        "pi_low": pl.Float64,
+        "pi_high": pl.Float64,
+        "p_best": pl.Float64,
+        "rank": pl.Int64,
+        "observed": pl.Float64,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PreferencePair:
+    """One preference pair: the prompt, and the chosen and rejected responses."""
+
+    pair_id: str
+    prompt: str
+    chosen: str
+    rejected: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeDoc:
+    """One text of a probe corpus."""
+
+    model: str
+    doc_id: str
+    text: str
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileRow:
+    """One measured closeness (or contamination) number."""
+
+    model: str
+    slice: str
+    topic: str | None
+    metric: str
+    value: float
+    ci_low: float | None
+    ci_high: float | None
+
+
+def empty_frame(schema: pl.Schema) -> pl.DataFrame:
+    """An empty frame with ``schema``."""
+    return pl.DataFrame(schema=schema)
+
+
+def check_frame(df: pl.DataFrame, schema: pl.Schema, table: str, where: str = "") -> pl.DataFrame:
+    """Return ``df`` with exactly ``schema``'s columns, in order, cast where lossless.
+
+    Raises SimscopeError naming the table, the missing columns or the column whose values
+    cannot be read as the expected type.
+    """
+    prefix = f"{where}: " if where else ""
+    missing = [c for c in schema if c not in df.columns]
+    if missing:
+        raise SimscopeError(
+            f"{prefix}{table}: missing column(s) {', '.join(map(repr, missing))}; "
+            f"expected columns {list(schema)}, found {df.columns}"
+        )
+    out = df.select(list(schema))
+    for name, dtype in schema.items():
+        if out.schema[name] == dtype:
+            continue
+        try:
+            out = out.with_columns(pl.col(name).cast(dtype, strict=True))
+        except pl.exceptions.InvalidOperationError:
+            bad = _first_uncastable(out, name, dtype)
+            raise SimscopeError(
+                f"{prefix}{table}: column {name!r}: expected {dtype}, found {bad!r} "
+                f"(type {out.schema[name]})"
+            ) from None
+    return out
+
+
+def _first_uncastable(df: pl.DataFrame, name: str, dtype: pl.DataType) -> object:
+    cast = df.get_column(name).cast(dtype, strict=False)
+    original = df.get_column(name)
+    mask = cast.is_null() & original.is_not_null()
+    return original.filter(mask).head(1).to_list()[0] if mask.any() else None

@@ -1,0 +1,77 @@
+"""Bootstrap confidence intervals over preference texts, shared by every stage.
+
+A metric over a set of texts is written as a *statistic of a weight vector*: ``w[i]`` is how
+many times text ``i`` is drawn. The point estimate uses ``w = 1`` on the texts in scope, a
+bootstrap replicate uses multinomial counts over them. A per-text mean and a set-level
+distance (a divergence between histograms, say) are then bootstrapped the same way, and a
+topic is just a scope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+Statistic = Callable[[np.ndarray], float]
+"""Maps a weight vector over all texts of a slice to one number."""
+
+DEFAULT_N_BOOT = 200
+DEFAULT_CI = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A point estimate with a percentile bootstrap interval (None when not computed)."""
+
+    value: float
+    ci_low: float | None
+    ci_high: float | None
+
+
+def mean_statistic(values: np.ndarray) -> Statistic:
+    """Weighted mean of per-text ``values``; NaN entries (undefined for a text) are skipped."""
+    values = np.asarray(values, dtype=np.float64)
+    defined = ~np.isnan(values)
+    filled = np.where(defined, values, 0.0)
+
+    def stat(w: np.ndarray) -> float:
+        total = float(w @ defined)
+        return float(w @ filled) / total if total > 0 else float("nan")
+
+    return stat
+
+
+def bootstrap(
+    statistic: Statistic,
+    n_texts: int,
+    *,
+    scope: np.ndarray | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
+    ci: float = DEFAULT_CI,
+    seed: int = 0,
+) -> Estimate:
+    """Point estimate and percentile CI of ``statistic``, resampling the texts in ``scope``.
+
+    ``scope`` is a boolean mask over the ``n_texts`` texts (all when None). ``n_boot = 0``
+    gives the point estimate alone.
+    """
+    mask = np.ones(n_texts, dtype=bool) if scope is None else np.asarray(scope, dtype=bool)
+    idx = np.flatnonzero(mask)
+    w = mask.astype(np.float64)
+    value = statistic(w)
+    if n_boot <= 0 or idx.size < 2:
+        return Estimate(value, None, None)
+    rng = np.random.default_rng(seed)
+    reps = np.empty(n_boot)
+    for b in range(n_boot):
+        wb = np.zeros(n_texts)
+        np.add.at(wb, rng.choice(idx, size=idx.size, replace=True), 1.0)
+        reps[b] = statistic(wb)
+    reps = reps[~np.isnan(reps)]
+    if reps.size == 0:
+        return Estimate(value, None, None)
+    alpha = (1.0 - ci) / 2.0
+    low, high = np.quantile(reps, [alpha, 1.0 - alpha])
+    return Estimate(value, float(low), float(high))

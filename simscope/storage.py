@@ -1,0 +1,191 @@
+"""Indexes and tables on disk: atomic writes, manifests, plain arrays, content hashes.
+
+An index is one directory ``indexes/<name>/`` holding ``manifest.json`` and plain files
+(``.npy`` read with ``allow_pickle=False``, parquet, FAISS's own format). It is built in
+``<name>.incomplete/`` and renamed into place, so a crash never leaves a half-written index.
+The manifest records every parameter that changes results plus a checksum of each file;
+loading refuses a parameter mismatch or a damaged file with a message naming what differs.
+Nothing here knows what an index contains.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import xxhash
+
+from simscope import __version__
+from simscope.errors import SimscopeError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def slug(name: str) -> str:
+    """A file-system-safe name for a model id such as ``Qwen/Qwen3-0.6B``."""
+    out = "".join(c if c.isalnum() or c in "._-" else "-" for c in name.replace("/", "--"))
+    return out.strip(".") or "unnamed"
+
+
+def hash_texts(texts: Iterable[str]) -> str:
+    """Content hash of a sequence of texts (order matters), hex xxh3-128."""
+    h = xxhash.xxh3_128()
+    for t in texts:
+        b = t.encode("utf-8")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
+
+
+def hash_file(path: Path) -> str:
+    """Checksum of a file's bytes, hex xxh3-128."""
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextmanager
+def atomic_dir(target: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield ``<target>.incomplete/`` to fill; rename it to ``target`` on success.
+
+    On an exception the incomplete directory is removed and ``target`` is left untouched.
+    """
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise SimscopeError(f"{target}: already exists; remove it or rebuild with --rebuild")
+    tmp = target.with_name(f"{target.name}.incomplete")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if target.exists():
+            old = target.with_name(f"{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def atomic_file(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it over ``target`` on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_parquet(df: pl.DataFrame, path: Path, metadata: Mapping[str, str] | None = None) -> None:
+    """Write ``df`` to ``path`` atomically, with optional key-value metadata."""
+    with atomic_file(Path(path)) as tmp:
+        if metadata:
+            df.write_parquet(tmp, metadata=dict(metadata))
+        else:
+            df.write_parquet(tmp)
+
+
+def save_array(directory: Path, name: str, array: np.ndarray) -> None:
+    """Save a plain (non-object) array as ``<name>.npy``."""
+    if array.dtype == object:
+        raise TypeError(f"{name}: object arrays would need pickle")
+    np.save(Path(directory) / f"{name}.npy", array, allow_pickle=False)
+
+
+def load_array(directory: Path, name: str) -> np.ndarray:
+    """Load ``<name>.npy`` written by :func:`save_array` (never unpickles)."""
+    path = Path(directory) / f"{name}.npy"
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise SimscopeError(f"{path}: unreadable array ({e}); rebuild the index") from None
+
+
+def write_manifest(
+    directory: Path, kind: str, params: Mapping[str, Any], extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write ``manifest.json`` with ``params`` and a checksum of every file in ``directory``."""
+    directory = Path(directory)
+    files = {
+        p.name: hash_file(p) for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST
+    }
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "params": dict(params),
+        "simscope_version": __version__,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "files": files,
+        **(dict(extra) if extra else {}),
+    }
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def read_manifest(
+    directory: Path, kind: str, params: Mapping[str, Any], *, verify_files: bool = True
+) -> dict[str, Any]:
+    """Read and check an index's manifest against the requested ``kind`` and ``params``.
+
+    Raises SimscopeError when the index is missing, of another kind or format, built with
+    other parameters (naming each differing value), or when a file is missing or damaged.
+    """
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise SimscopeError(f"{directory}: not an index (no {MANIFEST}); build it first")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SimscopeError(f"{path}: damaged manifest ({e}); rebuild the index") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise SimscopeError(
+            f"{path}: format_version {manifest.get('format_version')!r}, this simscope reads "
+            f"{FORMAT_VERSION}; rebuild the index"
+        )
+    if manifest.get("kind") != kind:
+        raise SimscopeError(f"{path}: kind {manifest.get('kind')!r}, expected {kind!r}")
+    built = manifest.get("params", {})
+    diffs = [
+        f"{key}: index has {built.get(key)!r}, requested {value!r}"
+        for key, value in params.items()
+        if _normal(built.get(key)) != _normal(value)
+    ]
+    if diffs:
+        raise SimscopeError(
+            f"{directory}: index was built with other parameters ({'; '.join(diffs)}); "
+            "rebuild it with --rebuild or request the parameters it was built with"
+        )
+    if verify_files:
+        for name, digest in manifest.get("files", {}).items():
+            file = directory / name
+            if not file.is_file():
+                raise SimscopeError(f"{file}: missing from the index; rebuild it with --rebuild")
+            if hash_file(file) != digest:
+                raise SimscopeError(
+                    f"{file}: checksum differs from the manifest (file damaged or truncated); "
+                    "rebuild the index with --rebuild"
+                )
+    return manifest
+
+
+def _normal(value: Any) -> Any:
+    # JSON turns tuples into lists; compare the JSON forms.
+    return json.loads(json.dumps(value, sort_keys=True))
