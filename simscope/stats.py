@@ -75,3 +75,19 @@ def bootstrap(
     alpha = (1.0 - ci) / 2.0
     low, high = np.quantile(reps, [alpha, 1.0 - alpha])
     return Estimate(value, float(low), float(high))
+
+
+ScopeEstimator = Callable[[np.ndarray], Estimate]
+"""Maps a boolean scope mask over a slice's texts (the whole slice, or one topic) to an
+Estimate. Stages hand these to the overlap stage, which calls one per (slice, scope)."""
+
+
+def bootstrapped(
+    statistic: Statistic, *, n_boot: int = DEFAULT_N_BOOT, ci: float = DEFAULT_CI, seed: int = 0
+) -> ScopeEstimator:
+    """A ScopeEstimator that bootstraps ``statistic`` over the texts in each scope."""
+
+    def estimate(scope: np.ndarray) -> Estimate:
+        return bootstrap(statistic, scope.size, scope=scope, n_boot=n_boot, ci=ci, seed=seed)
+
+    return estimate
