@@ -36,7 +36,9 @@ class _Guarded(click.Group):
 def cli(ctx: click.Context, quiet: bool, verbose: bool) -> None:
     """simscope: which base model should your reward model start from?"""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
     ctx.obj = {"progress": not quiet}
 
 

@@ -124,7 +124,9 @@ def write_manifest(
     """Write ``manifest.json`` with ``params`` and a checksum of every file in ``directory``."""
     directory = Path(directory)
     files = {
-        p.name: hash_file(p) for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST
+        p.name: hash_file(p)
+        for p in sorted(directory.iterdir())
+        if p.is_file() and p.name != MANIFEST
     }
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
