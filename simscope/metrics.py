@@ -8,6 +8,7 @@ their metrics up here (``spec(name)``) so that an undocumented metric cannot rea
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Literal
 
 from simscope.errors import SimscopeError
@@ -36,54 +37,54 @@ def _add(*specs: MetricSpec) -> None:
 
 
 # -- lexical -------------------------------------------------------------------------------
-for _t in (0.5, 0.8):
-    _add(
-        MetricSpec(
-            name=f"lexical.near_dup_rate@{_t}",
-            definition=(
-                "Share of the slice's texts with at least one probe-corpus chunk whose "
-                f"estimated Jaccard similarity over word n-gram shingles is >= {_t}. Candidates "
-                "come from MinHash LSH (datasketch MinHashLSH tuned for this threshold) and are "
-                "verified on the full signatures. Corpus documents are cut into word windows of "
-                "the slice's median length (see lexical.chunk_words), so a short response is "
-                "compared with text of its own size. Texts without words count as not matched."
-            ),
-            closer_when="higher",
-            family="contamination",
-            reference="Broder 1997 (MinHash); Lee et al. 2022, 'Deduplicating training data'",
-        )
-    )
-for _n in (8, 13):
-    _add(
-        MetricSpec(
-            name=f"lexical.containment_{_n}gram",
-            definition=(
-                f"Mean over the slice's texts of the fraction of a text's word {_n}-grams that "
-                f"occur anywhere in the probe corpus. Texts with fewer than {_n} words are left "
-                "out (undefined)."
-            ),
-            closer_when="higher",
-            family="contamination",
-            reference="Brown et al. 2020 (GPT-3, 13-gram overlap); Touvron et al. 2023 (Llama 2)",
+# A name with "*" documents a family: the "*" stands for the configured threshold or n.
+_add(
+    MetricSpec(
+        name="lexical.near_dup_rate@*",
+        definition=(
+            "Share of the slice's texts with at least one probe-corpus window whose estimated "
+            "Jaccard similarity over word 5-gram shingles is >= the threshold after '@' (0.5 "
+            "and 0.8 by default). Candidates come from MinHash LSH (datasketch MinHashLSH "
+            "tuned for that threshold) and are verified on the full 128-permutation "
+            "signatures. Corpus documents are cut into word windows of the slice's median "
+            "length (a power of 2 in [16, 512], stride half a window), so a short response is "
+            "compared with text of its own size. Texts without words count as not matched."
         ),
-        MetricSpec(
-            name=f"lexical.contaminated_share_{_n}gram",
-            definition=(
-                f"Share of the slice's texts (with >= {_n} words) of which more than half of "
-                f"the word {_n}-grams occur in the probe corpus."
-            ),
-            closer_when="higher",
-            family="contamination",
-            reference="Touvron et al. 2023 (Llama 2 contamination analysis)",
+        closer_when="higher",
+        family="contamination",
+        reference="Broder 1997 (MinHash); Lee et al. 2022, 'Deduplicating training data'",
+    ),
+    MetricSpec(
+        name="lexical.containment_*gram",
+        definition=(
+            "Mean over the slice's texts of the fraction of a text's word n-grams (n = 8, 13 "
+            "by default) that occur anywhere in the probe corpus. Texts with fewer than n "
+            "words are left out (undefined)."
         ),
-    )
+        closer_when="higher",
+        family="contamination",
+        reference="Brown et al. 2020 (GPT-3, 13-gram overlap); Touvron et al. 2023 (Llama 2)",
+    ),
+    MetricSpec(
+        name="lexical.contaminated_share_*gram",
+        definition=(
+            "Share of the slice's texts (with >= n words) of which more than half of the "
+            "word n-grams occur in the probe corpus."
+        ),
+        closer_when="higher",
+        family="contamination",
+        reference="Touvron et al. 2023 (Llama 2 contamination analysis)",
+    ),
+)
 _add(
     MetricSpec(
         name="lexical.hashed_ngram_jsd",
         definition=(
             "Jensen-Shannon divergence (base 2) between the slice's and the corpus's "
             "distributions of hashed word unigram+bigram features (2^16 buckets, add-1e-6 "
-            "smoothing). 0 = identical feature distributions, 1 = disjoint."
+            "smoothing). 0 = identical feature distributions, 1 = disjoint. Its bootstrap interval "
+            "is shifted by the resampling bias (a resampled histogram is always farther from "
+            "the corpus than the sample itself), so it brackets the plug-in estimate."
         ),
         closer_when="lower",
         family="closeness",
@@ -100,7 +101,7 @@ def registry() -> tuple[MetricSpec, ...]:
 def spec(name: str) -> MetricSpec:
     """The documentation of metric ``name``; unknown names are a SimscopeError."""
     for s in _SPECS:
-        if s.name == name:
+        if s.name == name or ("*" in s.name and fnmatchcase(name, s.name)):
             return s
     known = ", ".join(s.name for s in _SPECS)
     raise SimscopeError(f"unknown metric {name!r}; documented metrics: {known}")

@@ -51,11 +51,17 @@ def bootstrap(
     n_boot: int = DEFAULT_N_BOOT,
     ci: float = DEFAULT_CI,
     seed: int = 0,
+    recenter: bool = False,
+    bounds: tuple[float, float] | None = None,
 ) -> Estimate:
     """Point estimate and percentile CI of ``statistic``, resampling the texts in ``scope``.
 
     ``scope`` is a boolean mask over the ``n_texts`` texts (all when None). ``n_boot = 0``
-    gives the point estimate alone.
+    gives the point estimate alone. ``recenter`` shifts the interval by the bootstrap's own
+    bias (the estimate minus the replicates' median): for plug-in divergences between
+    histograms, every resample is farther from the reference than the sample itself, so a
+    plain percentile interval would not contain the estimate. ``bounds`` clips the interval
+    to the statistic's range.
     """
     mask = np.ones(n_texts, dtype=bool) if scope is None else np.asarray(scope, dtype=bool)
     idx = np.flatnonzero(mask)
@@ -74,6 +80,11 @@ def bootstrap(
         return Estimate(value, None, None)
     alpha = (1.0 - ci) / 2.0
     low, high = np.quantile(reps, [alpha, 1.0 - alpha])
+    if recenter:
+        shift = value - float(np.median(reps))
+        low, high = low + shift, high + shift
+    if bounds is not None:
+        low, high = np.clip([low, high], *bounds)
     return Estimate(value, float(low), float(high))
 
 
@@ -83,11 +94,26 @@ Estimate. Stages hand these to the overlap stage, which calls one per (slice, sc
 
 
 def bootstrapped(
-    statistic: Statistic, *, n_boot: int = DEFAULT_N_BOOT, ci: float = DEFAULT_CI, seed: int = 0
+    statistic: Statistic,
+    *,
+    n_boot: int = DEFAULT_N_BOOT,
+    ci: float = DEFAULT_CI,
+    seed: int = 0,
+    recenter: bool = False,
+    bounds: tuple[float, float] | None = None,
 ) -> ScopeEstimator:
     """A ScopeEstimator that bootstraps ``statistic`` over the texts in each scope."""
 
     def estimate(scope: np.ndarray) -> Estimate:
-        return bootstrap(statistic, scope.size, scope=scope, n_boot=n_boot, ci=ci, seed=seed)
+        return bootstrap(
+            statistic,
+            scope.size,
+            scope=scope,
+            n_boot=n_boot,
+            ci=ci,
+            seed=seed,
+            recenter=recenter,
+            bounds=bounds,
+        )
 
     return estimate
