@@ -160,9 +160,9 @@ def ngram_hashes(batch: TokenBatch, n: int, *, short: str = "drop") -> TokenBatc
             extra = np.zeros(short_texts.size, dtype=_U64)
             with np.errstate(over="ignore"):
                 for k in range(n - 1):
-                    inside = k < lengths[short_texts]
+                    inside = np.flatnonzero(k < lengths[short_texts])
                     extra[inside] = (
-                        extra[inside] * _U64(_MIX_MUL) + h[starts[short_texts] + k][inside]
+                        extra[inside] * _U64(_MIX_MUL) + h[starts[short_texts[inside]] + k]
                     )
             extra = mix64(extra ^ _U64(n))
             counts = counts.copy()

@@ -1,0 +1,319 @@
+"""Lexical stage: tokenization, MinHash vs exact Jaccard, LSH vs datasketch, n-gram
+containment, the indexes on disk, and known answers on real corpora."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from datasketch import LeanMinHash, MinHashLSH
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simscope.errors import SimscopeError
+from simscope.lexical.index import (
+    LexicalConfig,
+    build_minhash_index,
+    build_ngram_index,
+    chunk_shingles,
+    scale_for_lengths,
+    shingle,
+)
+from simscope.lexical.minhash import NearDuplicateFinder, estimate_jaccard, lsh_params, sign
+from simscope.lexical.scorer import containment
+from simscope.normalize import TokenBatch, ngram_hashes, tokenize
+from simscope.overlap.profile import ProfileConfig, build_profile
+
+CFG = LexicalConfig()
+
+
+def _split_hh(transcript: str) -> tuple[str, str]:
+    i = transcript.rfind("\n\nAssistant:") + len("\n\nAssistant:")
+    return transcript[:i], transcript[i:].strip()
+
+
+@pytest.fixture(scope="module")
+def prefs(hh_records: list[dict[str, str]]) -> pl.DataFrame:
+    rows = []
+    for k, r in enumerate(hh_records[:300]):
+        prompt, chosen = _split_hh(r["chosen"])
+        _, rejected = _split_hh(r["rejected"])
+        rows.append(
+            {
+                "pair_id": str(k),
+                "prompt": prompt,
+                "chosen": chosen,
+                "rejected": rejected,
+                "source": f"hh:{k + 1}",
+            }
+        )
+    return pl.DataFrame(rows)
+
+
+def corpus(model: str, texts: list[str]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "model": model,
+            "doc_id": [f"{i:07d}" for i in range(len(texts))],
+            "text": texts,
+            "origin": "imported",
+        }
+    )
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[^\W_]+", unicodedata.normalize("NFKC", text).lower())
+
+
+# ---- tokenization ----------------------------------------------------------------------------
+
+
+def test_words_match_a_regex_reference_on_real_text(hh_records: list[dict[str, str]]) -> None:
+    texts = [r["chosen"] for r in hh_records[:300]]
+    batch = tokenize(texts)
+    assert batch.lengths().tolist() == [len(_words(t)) for t in texts]
+    # one hash per distinct word, the same wherever the word stands
+    words = [w for t in texts for w in _words(t)]
+    by_word: dict[str, set[int]] = {}
+    for w, h in zip(words, batch.hashes.tolist(), strict=True):
+        by_word.setdefault(w, set()).add(h)
+    assert all(len(hs) == 1 for hs in by_word.values())
+    assert len({next(iter(hs)) for hs in by_word.values()}) == len(by_word)
+
+
+def test_normalization_folds_case_width_and_whitespace() -> None:
+    a = tokenize(["Hello,   WORLD!\n"]).hashes
+    b = tokenize(["hello world"]).hashes
+    # fullwidth letters and a no-break space fold to ASCII under NFKC
+    c = tokenize(["\uff48\uff45\uff4c\uff4c\uff4f\u00a0world"]).hashes
+    assert a.tolist() == b.tolist() == c.tolist()
+
+
+def test_golden_word_hashes_and_signature() -> None:
+    # Pinned: a change here invalidates every index on disk (bump storage.FORMAT_VERSION).
+    assert tokenize(["Hello, World!"]).hashes.tolist() == [
+        878596624934215830,
+        4992365058970126744,
+    ]
+    sig = sign(shingle(["The quick brown fox jumps over the lazy dog."], CFG), num_perm=128, seed=0)
+    assert sig[0, :8].tolist() == [
+        31301813,
+        3453399108,
+        3483127808,
+        3224496548,
+        3224692614,
+        3260987679,
+        3376234950,
+        3362195438,
+    ]
+
+
+def test_ngrams_and_short_texts() -> None:
+    batch = tokenize(["a b c d", "x y", ""])
+    grams = ngram_hashes(batch, 3)
+    assert grams.lengths().tolist() == [2, 0, 0]
+    whole = ngram_hashes(batch, 3, short="whole")
+    assert whole.lengths().tolist() == [2, 1, 0]
+    assert whole.hashes[:2].tolist() == grams.hashes.tolist()
+
+
+# ---- MinHash and LSH -------------------------------------------------------------------------
+
+
+def _exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    sa, sb = set(a.tolist()), set(b.tolist())
+    return len(sa & sb) / len(sa | sb)
+
+
+@pytest.mark.parametrize("engine", ["rensa", "datasketch"])
+def test_minhash_estimates_exact_jaccard_on_real_pairs(
+    hh_records: list[dict[str, str]], engine: str
+) -> None:
+    # chosen vs rejected transcripts share their prompt: Jaccards spread over [0, 1]
+    texts = [t for r in hh_records[:200] for t in (r["chosen"], r["rejected"])]
+    sh = shingle(texts, CFG)
+    sig = sign(sh, num_perm=128, seed=0, engine=engine)
+    errors, exact = [], []
+    for i in range(0, len(texts), 2):
+        a = sh.hashes[sh.offsets[i] : sh.offsets[i + 1]]
+        b = sh.hashes[sh.offsets[i + 1] : sh.offsets[i + 2]]
+        j = _exact_jaccard(a, b)
+        exact.append(j)
+        errors.append(abs(float(estimate_jaccard(sig[i], sig[i + 1])[0]) - j))
+    assert np.std(exact) > 0.1  # the check covers a spread of similarities
+    # 128 permutations: the estimate's standard deviation is at most 0.044
+    assert np.mean(errors) < 0.04
+    assert np.max(errors) < 0.2
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.text(alphabet="abcdefgh ", min_size=1, max_size=60), min_size=2, max_size=6))
+def test_jaccard_estimate_bounded_symmetric_and_one_on_itself(texts: list[str]) -> None:
+    sig = sign(shingle(texts, CFG), num_perm=64, seed=3)
+    for i in range(len(texts)):
+        for j in range(len(texts)):
+            e_ij = float(estimate_jaccard(sig[i], sig[j])[0])
+            assert 0.0 <= e_ij <= 1.0
+            assert e_ij == float(estimate_jaccard(sig[j], sig[i])[0])
+        assert float(estimate_jaccard(sig[i], sig[i])[0]) == 1.0
+
+
+def test_banding_finds_the_same_candidates_as_datasketch(
+    hh_records: list[dict[str, str]],
+) -> None:
+    texts = [r["chosen"] for r in hh_records[:400]]
+    sig = sign(shingle(texts, CFG), num_perm=128, seed=0)
+    corpus_sig, query_sig = sig[:300], sig[300:]
+    # near-copies among the queries, so that there is something to find
+    query_sig = np.concatenate((query_sig, corpus_sig[:20]))
+    for t in (0.5, 0.8):
+        lsh = MinHashLSH(threshold=t, num_perm=128)
+        assert (lsh.b, lsh.r) == lsh_params(t, 128)
+        for key, row in enumerate(corpus_sig):
+            lsh.insert(key, LeanMinHash(seed=0, hashvalues=row, scheme="affine32"))
+        theirs = [
+            set(lsh.query(LeanMinHash(seed=0, hashvalues=q, scheme="affine32"))) for q in query_sig
+        ]
+        ours = NearDuplicateFinder(corpus_sig, (t,)).candidates(query_sig, t)
+        assert ours == theirs
+        assert sum(map(len, ours)) >= 20
+
+
+def test_chunks_cover_long_texts_and_keep_short_ones_whole() -> None:
+    sh = TokenBatch(np.arange(25, dtype=np.uint64), np.array([0, 3, 25]))
+    chunks, text_of = chunk_shingles(sh, window=8, stride=4, whole_up_to=10)
+    assert text_of.tolist() == [0, 1, 1, 1, 1, 1]
+    assert chunks.hashes[: chunks.offsets[1]].tolist() == [0, 1, 2]
+    covered = set(chunks.hashes[chunks.offsets[1] :].tolist())
+    assert covered == set(range(3, 25))
+    assert chunks.lengths().tolist() == [3, 8, 8, 8, 8, 8]
+    assert scale_for_lengths(np.array([0, 10, 40, 100, 5000])).tolist() == [
+        16,
+        16,
+        32,
+        128,
+        2048,
+    ]
+
+
+# ---- containment -----------------------------------------------------------------------------
+
+
+def test_containment_matches_set_arithmetic(hh_records: list[dict[str, str]]) -> None:
+    corpus_texts = [r["chosen"] for r in hh_records[:100]]
+    texts = [r["rejected"] for r in hh_records[:100]] + ["too short"]
+    corpus_grams = np.unique(ngram_hashes(tokenize(corpus_texts), 8).hashes)
+    got = containment(tokenize(texts), 8, corpus_grams)
+    corpus_set = {
+        tuple(w[i : i + 8]) for t in corpus_texts for w in [_words(t)] for i in range(len(w) - 7)
+    }
+    for text, value in zip(texts, got, strict=True):
+        words = _words(text)
+        grams = [tuple(words[i : i + 8]) for i in range(len(words) - 7)]
+        if not grams:
+            assert np.isnan(value)
+        else:
+            assert value == pytest.approx(sum(g in corpus_set for g in grams) / len(grams))
+
+
+# ---- indexes on disk -------------------------------------------------------------------------
+
+
+def test_index_round_trip_and_refusals(tmp_path: Path, shakespeare_paragraphs: list[str]) -> None:
+    c = corpus("bard", shakespeare_paragraphs[:400])
+    built = build_minhash_index(c, tmp_path, CFG, 32, progress=False)
+    loaded = build_minhash_index(c, tmp_path, CFG, 32, progress=False)
+    assert np.array_equal(built.signatures, loaded.signatures)
+    assert loaded.manifest["params"]["engine"] == "rensa"
+    assert not list(tmp_path.glob("*.incomplete"))
+
+    with pytest.raises(SimscopeError) as e:
+        build_minhash_index(c, tmp_path, LexicalConfig(num_perm=64), 32, progress=False)
+    assert "num_perm: index has 128, requested 64" in str(e.value)
+    with pytest.raises(SimscopeError) as e:
+        build_minhash_index(c, tmp_path, LexicalConfig(engine="datasketch"), 32, progress=False)
+    assert "engine: index has 'rensa', requested 'datasketch'" in str(e.value)
+    changed = corpus("bard", shakespeare_paragraphs[:399])
+    with pytest.raises(SimscopeError, match="input_hash: index has"):
+        build_minhash_index(changed, tmp_path, CFG, 32, progress=False)
+    # --rebuild replaces it
+    rebuilt = build_minhash_index(changed, tmp_path, CFG, 32, rebuild=True, progress=False)
+    assert rebuilt.chunk_doc.max() == 398
+
+    ngrams = build_ngram_index(c, tmp_path, CFG, progress=False)
+    target = ngrams.path / "ngrams_13.npy"
+    target.write_bytes(target.read_bytes()[:-100])  # truncated
+    with pytest.raises(SimscopeError) as e:
+        build_ngram_index(c, tmp_path, CFG, progress=False)
+    assert str(e.value) == (
+        f"{target}: checksum differs from the manifest (file damaged or truncated); "
+        "rebuild the index with --rebuild"
+    )
+
+
+def test_a_crash_while_building_leaves_nothing(
+    tmp_path: Path, shakespeare_paragraphs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import simscope.lexical.index as index_module
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(index_module, "write_manifest", boom)
+    with pytest.raises(RuntimeError):
+        build_ngram_index(
+            corpus("bard", shakespeare_paragraphs[:50]), tmp_path, CFG, progress=False
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- known answers ---------------------------------------------------------------------------
+
+
+def _values(profile: pl.DataFrame, model: str, slice_: str) -> dict[str, float]:
+    rows = profile.filter(
+        (pl.col("model") == model) & (pl.col("slice") == slice_) & pl.col("topic").is_null()
+    )
+    return dict(zip(rows["metric"].to_list(), rows["value"].to_list(), strict=True))
+
+
+def test_known_answers_self_unrelated_and_mixture(
+    tmp_path: Path, prefs: pl.DataFrame, shakespeare_paragraphs: list[str]
+) -> None:
+    chosen = prefs["chosen"].to_list()
+    bard = shakespeare_paragraphs[: len(chosen)]
+    corpora = {
+        "self": corpus("self", chosen),
+        "bard": corpus("bard", bard),
+        "mix": corpus("mix", chosen[::2] + bard[1::2]),
+    }
+    cfg = ProfileConfig(n_boot=50, slices=("chosen",))
+    result = build_profile(prefs, corpora, tmp_path, cfg, progress=False)
+    me, far, mix = (_values(result.profile, m, "chosen") for m in ("self", "bard", "mix"))
+    # a corpus against itself: every text is found, the histograms are identical
+    assert me["lexical.containment_8gram"] == 1.0
+    assert me["lexical.near_dup_rate@0.8"] >= 0.99
+    assert me["lexical.hashed_ngram_jsd"] == pytest.approx(0.0, abs=1e-9)
+    # an unrelated domain: no copies, far histograms
+    assert far["lexical.containment_8gram"] == 0.0
+    assert far["lexical.near_dup_rate@0.5"] == 0.0
+    assert far["lexical.hashed_ngram_jsd"] > 0.3
+    # half of the texts: copies of about half, a histogram in between
+    assert mix["lexical.near_dup_rate@0.8"] == pytest.approx(0.5, abs=0.05)
+    assert 0.0 < mix["lexical.hashed_ngram_jsd"] < far["lexical.hashed_ngram_jsd"]
+    # every interval brackets its estimate
+    for row in result.profile.iter_rows(named=True):
+        if row["ci_low"] is not None:
+            assert row["ci_low"] - 1e-12 <= row["value"] <= row["ci_high"] + 1e-12, row
+
+
+def test_same_seed_same_profile(tmp_path: Path, prefs: pl.DataFrame) -> None:
+    corpora = {"self": corpus("self", prefs["chosen"].to_list()[:150])}
+    cfg = ProfileConfig(n_boot=30, seed=7)
+    a = build_profile(prefs, corpora, tmp_path / "a", cfg, progress=False).profile
+    b = build_profile(prefs, corpora, tmp_path / "b", cfg, progress=False).profile
+    assert a.equals(b)
