@@ -62,29 +62,59 @@ def normalize_text(text: str, norm: Normalization = Normalization()) -> str:
     return out.lower() if norm.lowercase else out
 
 
-_ASCII_WORD: Final = np.zeros(128, dtype=bool)
-for _c in range(128):
-    _ASCII_WORD[_c] = chr(_c).isalnum()
-_NON_ASCII_CACHE: dict[tuple[str, int], bool] = {}
+_BMP_WORD: dict[str, np.ndarray] = {}
+_ASTRAL_CACHE: dict[tuple[str, int], bool] = {}
+
+
+def _bmp_table(categories: str) -> np.ndarray:
+    """Word-character flags of the 65,536 code points of the Basic Multilingual Plane."""
+    table = _BMP_WORD.get(categories)
+    if table is None:
+        table = np.fromiter(
+            (unicodedata.category(chr(cp))[0] in categories for cp in range(0x10000)),
+            dtype=bool,
+            count=0x10000,
+        )
+        _BMP_WORD[categories] = table
+    return table
 
 
 def _is_word_char(cps: np.ndarray, categories: str) -> np.ndarray:
-    word = np.zeros(cps.size, dtype=bool)
-    ascii_mask = cps < 128
-    word[ascii_mask] = _ASCII_WORD[cps[ascii_mask]]
-    rest = np.flatnonzero(~ascii_mask)
-    if rest.size:
-        uniq, inverse = np.unique(cps[rest], return_inverse=True)
+    word = _bmp_table(categories)[np.minimum(cps, 0xFFFF)]
+    astral = np.flatnonzero(cps > 0xFFFF)
+    if astral.size:
+        uniq, inverse = np.unique(cps[astral], return_inverse=True)
         flags = np.empty(uniq.size, dtype=bool)
         for i, cp in enumerate(uniq.tolist()):
-            key = (categories, cp)
-            flag = _NON_ASCII_CACHE.get(key)
+            flag = _ASTRAL_CACHE.get((categories, cp))
             if flag is None:
                 flag = unicodedata.category(chr(cp))[0] in categories
-                _NON_ASCII_CACHE[key] = flag
+                _ASTRAL_CACHE[(categories, cp)] = flag
             flags[i] = flag
-        word[rest] = flags[inverse]
+        word[astral] = flags[inverse]
     return word
+
+
+_POWERS: list[np.ndarray] = []  # [B^i, B^-i] for i < len, grown on demand
+_POWERS_CACHE_MAX = 1 << 24
+
+
+def _power_tables(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``B^i`` and ``B^-i`` modulo 2^64 for ``i <= n`` (cached up to 16M entries)."""
+    if _POWERS and _POWERS[0].size > n:
+        return _POWERS[0], _POWERS[1]
+    size = max(n + 1, 1 << 20)
+    tables = []
+    with np.errstate(over="ignore"):
+        for base in (_POLY_BASE, _POLY_BASE_INV):
+            t = np.empty(size, dtype=_U64)
+            t[0] = 1
+            t[1:] = _U64(base)
+            np.cumprod(t, out=t)
+            tables.append(t)
+    if size <= _POWERS_CACHE_MAX:
+        _POWERS[:] = tables
+    return tables[0], tables[1]
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
@@ -115,17 +145,10 @@ def tokenize(texts: list[str], norm: Normalization = Normalization()) -> TokenBa
     ends = np.flatnonzero(edges == -1)
 
     n = cps.size
+    powers, inv_powers = _power_tables(n)
     with np.errstate(over="ignore"):
-        powers = np.empty(n + 1, dtype=_U64)
-        powers[0] = 1
-        powers[1:] = _U64(_POLY_BASE)
-        np.cumprod(powers, out=powers)
         prefix = np.zeros(n + 1, dtype=_U64)
         np.cumsum(cps.astype(_U64) * powers[:n], out=prefix[1:])
-        inv_powers = np.empty(n + 1, dtype=_U64)
-        inv_powers[0] = 1
-        inv_powers[1:] = _U64(_POLY_BASE_INV)
-        np.cumprod(inv_powers, out=inv_powers)
         inv_at_start = inv_powers[starts]
         raw = (prefix[ends] - prefix[starts]) * inv_at_start
         raw ^= (ends - starts).astype(_U64) * _U64(0xD6E8FEB86659FD93)
