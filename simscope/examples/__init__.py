@@ -1,0 +1,1 @@
+"""The bundled example: real data, known mixtures, and `simscope demo`."""
