@@ -110,6 +110,17 @@ def hashed_features(batch: TokenBatch, buckets_log2: int) -> tuple[np.ndarray, n
     return rows, buckets
 
 
+def ngram_batch(texts: list[str], cfg: LexicalConfig) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """One batch's part of an n-gram index: per n, its sorted unique n-gram hashes; and its
+    hashed-feature counts (float64, ``2^feature_buckets_log2``). Pure, so any engine can run it;
+    the index is the union of the batches' sets and the sum of their counts."""
+    batch = tokenize(texts, cfg.normalization)
+    ngrams = {n: np.unique(ngram_hashes(batch, n).hashes) for n in cfg.ngram_sizes}
+    _, buckets = hashed_features(batch, cfg.feature_buckets_log2)
+    features = np.bincount(buckets, minlength=1 << cfg.feature_buckets_log2).astype(np.float64)
+    return ngrams, features
+
+
 @dataclass
 class NgramIndex:
     """A corpus's n-gram hash sets and hashed-feature histogram."""
@@ -147,11 +158,10 @@ def build_ngram_index(
     parts: dict[int, list[np.ndarray]] = {n: [] for n in cfg.ngram_sizes}
     features = np.zeros(1 << cfg.feature_buckets_log2, dtype=np.float64)
     for batch_texts in _batches(texts, cfg.batch_docs, f"n-grams {model}", progress):
-        batch = tokenize(batch_texts, cfg.normalization)
+        batch_ngrams, batch_features = ngram_batch(batch_texts, cfg)
         for n in cfg.ngram_sizes:
-            parts[n].append(np.unique(ngram_hashes(batch, n).hashes))
-        _, buckets = hashed_features(batch, cfg.feature_buckets_log2)
-        features += np.bincount(buckets, minlength=features.size)
+            parts[n].append(batch_ngrams[n])
+        features += batch_features
     ngrams = {
         n: np.unique(np.concatenate(p)) if p else np.empty(0, np.uint64) for n, p in parts.items()
     }
@@ -227,6 +237,22 @@ def shingle(texts: list[str], cfg: LexicalConfig) -> TokenBatch:
     return ngram_hashes(tokenize(texts, cfg.normalization), cfg.shingle_words, short="whole")
 
 
+def sign_batch(
+    texts: list[str], cfg: LexicalConfig, chunk_words: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One batch's part of a MinHash index: the signatures of its texts' windows of
+    ``chunk_words`` words, and per window the index of its text within ``texts``. Pure, so
+    any engine can run it; the index is the batches' parts concatenated in row order."""
+    # Windows of W words; a document of up to 1.5 W words stays whole, so a text compared at
+    # its own scale meets an identical corpus document whole (Jaccard 1).
+    window = max(chunk_words - cfg.shingle_words + 1, 1)
+    stride = max(chunk_words // 2, 1)
+    whole_up_to = max(chunk_words * 3 // 2 - cfg.shingle_words + 1, 1)
+    chunks, text_of_chunk = chunk_shingles(shingle(texts, cfg), window, stride, whole_up_to)
+    signatures = sign(chunks, num_perm=cfg.num_perm, seed=cfg.seed, engine=cfg.engine)
+    return signatures, text_of_chunk
+
+
 @dataclass
 class MinHashIndex:
     """MinHash signatures of a corpus's word windows, and the text each window comes from."""
@@ -276,18 +302,11 @@ def build_minhash_index(
     path = Path(root) / f"minhash-{slug(model)}-w{chunk_words}"
     if path.exists() and not rebuild:
         return load_minhash_index(path, params, cfg)
-    # Windows of W words; a document of up to 1.5 W words stays whole, so a text compared at
-    # its own scale meets an identical corpus document whole (Jaccard 1).
-    window = max(chunk_words - cfg.shingle_words + 1, 1)
-    stride = max(chunk_words // 2, 1)
-    whole_up_to = max(chunk_words * 3 // 2 - cfg.shingle_words + 1, 1)
     sigs, docs = [], []
     done = 0
     for batch_texts in _batches(texts, cfg.batch_docs, f"minhash {model}", progress):
-        chunks, text_of_chunk = chunk_shingles(
-            shingle(batch_texts, cfg), window, stride, whole_up_to
-        )
-        sigs.append(sign(chunks, num_perm=cfg.num_perm, seed=params["seed"], engine=cfg.engine))
+        batch_sigs, text_of_chunk = sign_batch(batch_texts, cfg, chunk_words)
+        sigs.append(batch_sigs)
         docs.append(text_of_chunk + done)
         done += len(batch_texts)
     signatures = np.concatenate(sigs) if sigs else np.empty((0, cfg.num_perm), np.uint32)
