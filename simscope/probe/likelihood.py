@@ -1,0 +1,456 @@
+"""The likelihood probe: how probable a model finds the team's texts, and reference corpora.
+
+Every text is scored conditioned on the model's start token (BOS, or EOS when there is no
+BOS), so its first token gets a probability too; texts longer than the model's context (or
+``max_tokens``) are cut to their first tokens and their bytes counted over the part scored.
+Per text this gives:
+
+- the mean token log-probability (nats) over the first ``first_k_tokens`` tokens, the signal
+  used to estimate pretraining distributions from base-model likelihoods;
+- bits per byte over the scored part: total negative log2-probability / UTF-8 bytes, which
+  is comparable across tokenizers.
+
+Per preference pair, the zero-shot preference signal compares the length-normalized
+log-probability of the chosen and the rejected response given the prompt.
+
+Across named reference corpora each model gets a *presence distribution*, a softmax over the
+corpora of ``-bits_per_byte / presence_temperature_bpb``: where the model is relatively most
+at home, whatever its overall strength (a constant shift of all its bits per byte cancels).
+Models are compared by the Jensen-Shannon distance between their presence distributions.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+from tqdm import tqdm
+
+from simscope.errors import SimscopeError
+from simscope.probe.model import LoadedModel
+from simscope.records import PREFERENCE_SCHEMA, PROFILE_SCHEMA, SLICES, check_frame
+from simscope.stats import DEFAULT_N_BOOT, ScopeEstimator, bootstrapped, mean_statistic
+
+logger = logging.getLogger(__name__)
+
+LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class LikelihoodConfig:
+    """How texts are scored; every field changes the numbers."""
+
+    first_k_tokens: int = 32
+    max_tokens: int | None = None
+    """Tokens scored per text (context included for the preference signal); None = the
+    model's context length, capped at 1024."""
+    max_response_tokens: int = 256
+    batch_size: int = 16
+    presence_temperature_bpb: float = 0.1
+
+    def __post_init__(self) -> None:
+        for key in ("first_k_tokens", "max_response_tokens", "batch_size"):
+            if getattr(self, key) < 1:
+                raise SimscopeError(f"likelihood.{key}: expected >= 1, found {getattr(self, key)}")
+        if self.max_tokens is not None and self.max_tokens < 2:
+            raise SimscopeError(f"likelihood.max_tokens: expected >= 2, found {self.max_tokens}")
+        if not self.presence_temperature_bpb > 0:
+            raise SimscopeError(
+                "likelihood.presence_temperature_bpb: expected > 0, found "
+                f"{self.presence_temperature_bpb}"
+            )
+
+    def metric_first_k(self) -> str:
+        """The Profile metric name of the first-K mean log-probability."""
+        return f"likelihood.mean_logprob_first{self.first_k_tokens}"
+
+
+@dataclass
+class TextScores:
+    """Per-text likelihood scores, aligned with the texts scored (NaN for an empty text)."""
+
+    mean_logprob_first_k: np.ndarray
+    bits_per_byte: np.ndarray
+    n_tokens: np.ndarray
+    n_bytes: np.ndarray
+
+    @property
+    def tokens_scored(self) -> int:
+        """Total tokens scored, for throughput figures."""
+        return int(self.n_tokens.sum())
+
+
+@dataclass
+class PairScores:
+    """Per preference pair: mean response log-probability given the prompt, and agreement."""
+
+    chosen_mean_logprob: np.ndarray
+    rejected_mean_logprob: np.ndarray
+    agreement: np.ndarray
+    """1 when the chosen response is more probable per token, 0 when less, 0.5 on a tie, NaN
+    when the two responses are identical or one has no tokens."""
+
+
+@dataclass
+class PreferenceScores:
+    """The Profile rows of one model and the per-text evidence behind them."""
+
+    profile: pl.DataFrame
+    texts: dict[str, TextScores]
+    pairs: PairScores | None
+
+
+def _context_limit(lm: LoadedModel, cfg: LikelihoodConfig) -> int:
+    return cfg.max_tokens if cfg.max_tokens is not None else min(lm.max_tokens, 1024)
+
+
+def _tokenize(lm: LoadedModel, texts: Sequence[str]) -> list[list[int]]:
+    if not texts:
+        return []
+    enc = lm.tokenizer(list(texts), add_special_tokens=False, verbose=False)
+    return [list(ids) for ids in enc["input_ids"]]
+
+
+def _token_logprobs(
+    lm: LoadedModel,
+    seqs: Sequence[tuple[list[int], list[int]]],
+    *,
+    batch_size: int,
+    progress: bool,
+    desc: str,
+) -> list[np.ndarray]:
+    """Log-probabilities (nats) of each ``target`` token given ``context`` and the targets
+    before it. Every context holds at least the start token."""
+    import torch
+
+    out: list[np.ndarray] = [np.zeros(0, dtype=np.float64) for _ in seqs]
+    # Longest first: batches of similar lengths waste little on padding, and an
+    # out-of-memory error shows up on the first batch.
+    order = sorted(
+        (i for i, (_, t) in enumerate(seqs) if t),
+        key=lambda i: -(len(seqs[i][0]) + len(seqs[i][1])),
+    )
+    pad_id = lm.start_token_id
+    n_tokens = sum(len(seqs[i][1]) for i in order)
+    bar = tqdm(total=n_tokens, desc=desc, unit="tok", disable=not progress, unit_scale=True)
+    with torch.inference_mode():
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size]
+            inputs = [seqs[i][0] + seqs[i][1][:-1] for i in idx]
+            width = max(len(x) for x in inputs)
+            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, x in enumerate(inputs):
+                ids[row, : len(x)] = torch.tensor(x, dtype=torch.long)
+                mask[row, : len(x)] = 1
+            logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).logits
+            for row, i in enumerate(idx):
+                context, target = seqs[i]
+                start = len(context) - 1
+                # One row at a time in float32: a batch of full-vocabulary log-softmaxes
+                # would need batch x length x vocabulary floats at once.
+                lp = torch.log_softmax(logits[row, start : start + len(target)].float(), dim=-1)
+                tgt = torch.tensor(target, dtype=torch.long, device=lp.device)
+                out[i] = lp.gather(1, tgt[:, None])[:, 0].double().cpu().numpy()
+            bar.update(sum(len(seqs[i][1]) for i in idx))
+    bar.close()
+    return out
+
+
+def score_texts(
+    lm: LoadedModel,
+    texts: Sequence[str],
+    config: LikelihoodConfig = LikelihoodConfig(),
+    *,
+    progress: bool = True,
+    desc: str = "score",
+) -> TextScores:
+    """Mean log-probability over the first K tokens and bits per byte of each text."""
+    limit = _context_limit(lm, config) - 1
+    start = [lm.start_token_id]
+    ids = _tokenize(lm, texts)
+    seqs = [(start, x[:limit]) for x in ids]
+    lps = _token_logprobs(lm, seqs, batch_size=config.batch_size, progress=progress, desc=desc)
+    n = len(texts)
+    first_k = np.full(n, np.nan)
+    bpb = np.full(n, np.nan)
+    n_tokens = np.zeros(n, dtype=np.int64)
+    n_bytes = np.zeros(n, dtype=np.int64)
+    for i, (text, full, lp) in enumerate(zip(texts, ids, lps, strict=True)):
+        if lp.size == 0:
+            continue
+        scored = text if len(full) <= limit else lm.tokenizer.decode(full[:limit])
+        n_tokens[i] = lp.size
+        n_bytes[i] = len(scored.encode("utf-8"))
+        first_k[i] = float(lp[: config.first_k_tokens].mean())
+        if n_bytes[i] > 0:
+            bpb[i] = float(-lp.sum() / LN2 / n_bytes[i])
+    return TextScores(first_k, bpb, n_tokens, n_bytes)
+
+
+def _join(prompt: str, response: str) -> str:
+    """The response as it follows the prompt: one space between them unless one is there."""
+    if not prompt or prompt[-1].isspace() or response[:1].isspace():
+        return response
+    return " " + response
+
+
+def score_pairs(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    chosen: Sequence[str],
+    rejected: Sequence[str],
+    config: LikelihoodConfig = LikelihoodConfig(),
+    *,
+    progress: bool = True,
+) -> PairScores:
+    """Length-normalized log-probability of each response given its prompt, and agreement."""
+    limit = _context_limit(lm, config)
+    start = [lm.start_token_id]
+    prompt_ids = _tokenize(lm, prompts)
+    seqs: list[tuple[list[int], list[int]]] = []
+    for responses in (chosen, rejected):
+        joined = [_join(p, r) for p, r in zip(prompts, responses, strict=True)]
+        for p_ids, r_ids in zip(prompt_ids, _tokenize(lm, joined), strict=True):
+            target = r_ids[: min(config.max_response_tokens, limit - 1)]
+            # Keep the end of the prompt: the turns nearest the response matter most.
+            room = limit - 1 - len(target)
+            context = start + (p_ids[-room:] if room > 0 else [])
+            seqs.append((context, target))
+    lps = _token_logprobs(
+        lm, seqs, batch_size=config.batch_size, progress=progress, desc="score pairs"
+    )
+    n = len(prompts)
+    means = np.array([float(lp.mean()) if lp.size else np.nan for lp in lps])
+    c, r = means[:n], means[n:]
+    agreement = np.where(c > r, 1.0, np.where(c < r, 0.0, 0.5))
+    same = np.array([a == b for a, b in zip(chosen, rejected, strict=True)], dtype=bool)
+    agreement[np.isnan(c) | np.isnan(r) | same] = np.nan
+    return PairScores(c, r, agreement)
+
+
+def likelihood_estimators(
+    scores: TextScores,
+    config: LikelihoodConfig = LikelihoodConfig(),
+    *,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+) -> dict[str, ScopeEstimator]:
+    """One ScopeEstimator per likelihood metric of a slice (bootstrap over its texts)."""
+    return {
+        config.metric_first_k(): bootstrapped(
+            mean_statistic(scores.mean_logprob_first_k), n_boot=n_boot, seed=seed
+        ),
+        "likelihood.bits_per_byte": bootstrapped(
+            mean_statistic(scores.bits_per_byte), n_boot=n_boot, seed=seed
+        ),
+    }
+
+
+def pair_estimators(
+    pairs: PairScores, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
+) -> dict[str, ScopeEstimator]:
+    """ScopeEstimators of the zero-shot preference signal (bootstrap over pairs)."""
+    margin = pairs.chosen_mean_logprob - pairs.rejected_mean_logprob
+    return {
+        "likelihood.pref_agreement": bootstrapped(
+            mean_statistic(pairs.agreement), n_boot=n_boot, seed=seed, bounds=(0.0, 1.0)
+        ),
+        "likelihood.pref_logprob_margin": bootstrapped(
+            mean_statistic(margin), n_boot=n_boot, seed=seed
+        ),
+    }
+
+
+def _scopes(
+    n: int, topic_labels: np.ndarray | None, topic_names: Sequence[str] | None
+) -> list[tuple[str | None, np.ndarray]]:
+    scopes: list[tuple[str | None, np.ndarray]] = [(None, np.ones(n, dtype=bool))]
+    if topic_labels is None:
+        return scopes
+    labels = np.asarray(topic_labels)
+    if labels.shape != (n,):
+        raise SimscopeError(
+            f"topics: expected one label per preference pair ({n}), found {labels.size}"
+        )
+    names = list(topic_names) if topic_names is not None else []
+    top = int(labels.max(initial=-1))
+    if top >= len(names):
+        raise SimscopeError(
+            f"topics: label {top} has no name; expected {top + 1} topic names, found {len(names)}"
+        )
+    scopes += [(name, labels == k) for k, name in enumerate(names)]
+    return scopes
+
+
+def score_preferences(
+    lm: LoadedModel,
+    prefs: pl.DataFrame,
+    config: LikelihoodConfig = LikelihoodConfig(),
+    *,
+    slices: Sequence[str] = SLICES,
+    topic_labels: np.ndarray | None = None,
+    topic_names: Sequence[str] | None = None,
+    agreement: bool = True,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+    progress: bool = True,
+) -> PreferenceScores:
+    """Score every slice of ``prefs`` (and the pairs) with ``lm``: Profile rows per scope.
+
+    ``topic_labels`` holds one topic index per pair (-1 = none) and ``topic_names`` the
+    names; each topic is a scope beside the whole slice, bootstrapped the same way. The
+    preference signal (``likelihood.pref_*``) is reported under the slice ``chosen``.
+    """
+    prefs = check_frame(prefs, PREFERENCE_SCHEMA, "PreferenceSet")
+    bad = [s for s in slices if s not in SLICES]
+    if bad:
+        raise SimscopeError(f"slices: expected a subset of {list(SLICES)}, found {bad}")
+    if prefs.height == 0:
+        raise SimscopeError("PreferenceSet is empty; nothing to score")
+    scopes = _scopes(prefs.height, topic_labels, topic_names)
+    texts: dict[str, TextScores] = {}
+    estimators: dict[str, dict[str, ScopeEstimator]] = {}
+    for s in slices:
+        texts[s] = score_texts(
+            lm, prefs.get_column(s).to_list(), config, progress=progress, desc=f"score {s}"
+        )
+        estimators[s] = likelihood_estimators(texts[s], config, n_boot=n_boot, seed=seed)
+    pairs = None
+    if agreement:
+        pairs = score_pairs(
+            lm,
+            prefs.get_column("prompt").to_list(),
+            prefs.get_column("chosen").to_list(),
+            prefs.get_column("rejected").to_list(),
+            config,
+            progress=progress,
+        )
+        estimators.setdefault("chosen", {}).update(pair_estimators(pairs, n_boot=n_boot, seed=seed))
+    rows: list[dict[str, Any]] = []
+    for s, by_metric in estimators.items():
+        for metric, estimate in sorted(by_metric.items()):
+            for topic, mask in scopes:
+                if not mask.any():
+                    continue
+                est = estimate(mask)
+                rows.append(
+                    {
+                        "model": lm.name,
+                        "slice": s,
+                        "topic": topic,
+                        "metric": metric,
+                        "value": est.value,
+                        "ci_low": est.ci_low,
+                        "ci_high": est.ci_high,
+                    }
+                )
+    profile = pl.DataFrame(rows, schema=PROFILE_SCHEMA).sort(
+        ["model", "slice", "metric", "topic"], nulls_last=False
+    )
+    return PreferenceScores(profile, texts, pairs)
+
+
+PRESENCE_SCHEMA = pl.Schema(
+    {
+        "model": pl.String,
+        "corpus": pl.String,
+        "n_texts": pl.Int64,
+        "mean_logprob_first_k": pl.Float64,
+        "bits_per_byte": pl.Float64,
+        "presence": pl.Float64,
+    }
+)
+"""One row per (model, reference corpus): mean scores and the presence share."""
+
+DISTANCE_SCHEMA = pl.Schema(
+    {"model_a": pl.String, "model_b": pl.String, "metric": pl.String, "value": pl.Float64}
+)
+
+
+def score_reference_corpora(
+    lm: LoadedModel,
+    corpora: Mapping[str, Sequence[str]],
+    config: LikelihoodConfig = LikelihoodConfig(),
+    *,
+    progress: bool = True,
+) -> pl.DataFrame:
+    """Score each named reference corpus with ``lm``: one PRESENCE_SCHEMA row per corpus."""
+    if not corpora:
+        raise SimscopeError("reference corpora: expected at least one, found none")
+    rows = []
+    for name in sorted(corpora):
+        scores = score_texts(lm, list(corpora[name]), config, progress=progress, desc=name)
+        if np.isnan(scores.bits_per_byte).all():
+            raise SimscopeError(f"reference corpus {name!r}: no text with tokens to score")
+        rows.append(
+            {
+                "model": lm.name,
+                "corpus": name,
+                "n_texts": len(corpora[name]),
+                "mean_logprob_first_k": float(np.nanmean(scores.mean_logprob_first_k)),
+                "bits_per_byte": float(np.nanmean(scores.bits_per_byte)),
+            }
+        )
+    bpb = np.array([r["bits_per_byte"] for r in rows])
+    presence = _softmax(-bpb / config.presence_temperature_bpb)
+    for row, p in zip(rows, presence, strict=True):
+        row["presence"] = float(p)
+    return pl.DataFrame(rows, schema=PRESENCE_SCHEMA)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return np.asarray(e / e.sum())
+
+
+def js_distance(p: np.ndarray, q: np.ndarray) -> float:
+    """Jensen-Shannon distance (base 2, so in [0, 1]) between two distributions."""
+    p = np.asarray(p, dtype=np.float64) / np.sum(p)
+    q = np.asarray(q, dtype=np.float64) / np.sum(q)
+    m = 0.5 * (p + q)
+
+    def kl(a: np.ndarray) -> float:
+        nz = a > 0
+        return float(np.sum(a[nz] * np.log2(a[nz] / m[nz])))
+
+    return math.sqrt(max(0.0, 0.5 * kl(p) + 0.5 * kl(q)))
+
+
+def presence_distances(presence: pl.DataFrame) -> pl.DataFrame:
+    """Jensen-Shannon distance between every two models' presence distributions.
+
+    Models must have been scored on the same reference corpora.
+    """
+    presence = check_frame(presence, PRESENCE_SCHEMA, "presence table")
+    dists: dict[str, dict[str, float]] = {}
+    for (model,), group in presence.group_by(["model"], maintain_order=True):
+        dists[str(model)] = dict(
+            zip(group.get_column("corpus").to_list(), group.get_column("presence"), strict=True)
+        )
+    rows = []
+    for a, b in itertools.combinations(sorted(dists), 2):
+        if set(dists[a]) != set(dists[b]):
+            raise SimscopeError(
+                f"presence: models {a!r} and {b!r} were scored on different reference corpora "
+                f"({sorted(dists[a])} vs {sorted(dists[b])}); score both on the same corpora"
+            )
+        names = sorted(dists[a])
+        value = js_distance(
+            np.array([dists[a][c] for c in names]), np.array([dists[b][c] for c in names])
+        )
+        rows.append(
+            {
+                "model_a": a,
+                "model_b": b,
+                "metric": "likelihood.presence_js_distance",
+                "value": value,
+            }
+        )
+    return pl.DataFrame(rows, schema=DISTANCE_SCHEMA)
