@@ -93,6 +93,140 @@ _add(
 )
 
 
+# -- semantic ------------------------------------------------------------------------------
+# Embeddings: all-MiniLM-L6-v2 by default, unit vectors, cosine similarity. Corpus documents are
+# cut into chunks of about the slice's median word count (a power of 2 in [16, 128]); texts
+# longer than the encoder window are embedded in windows whose vectors are averaged (weighted by
+# tokens). "Real" = the slice's texts, "fake" = the corpus chunks. k-NN radii of the slice's
+# texts are computed on the whole slice, so a topic (a scope) is measured with the same balls.
+_SEMANTIC_REF_PRDC = (
+    "Kynkaanniemi et al. 2019, 'Improved precision and recall metric for assessing "
+    "generative models'; Naeem et al. 2020, 'Reliable fidelity and diversity metrics for "
+    "generative models'"
+)
+_add(
+    MetricSpec(
+        name="semantic.nn_cosine",
+        definition=(
+            "Mean over the slice's texts of the cosine similarity to the most similar corpus "
+            "chunk (FAISS inner product: exact up to 50k chunks, HNSW above)."
+        ),
+        closer_when="higher",
+        family="closeness",
+        reference="Nearest-neighbour similarity of sentence embeddings (Reimers & Gurevych 2019)",
+        range=(-1.0, 1.0),
+    ),
+    MetricSpec(
+        name="semantic.nn_match_rate",
+        definition=(
+            "Share of the slice's texts whose most similar corpus chunk is at least as similar "
+            "as the median text's nearest neighbour within the slice itself (the threshold is "
+            "the median over the slice of each text's cosine to its nearest other slice text, "
+            "so it does not depend on the corpus and models are compared at one threshold)."
+        ),
+        closer_when="higher",
+        family="closeness",
+        reference="simscope; threshold calibrated on the preference data's own neighbours",
+    ),
+    MetricSpec(
+        name="semantic.precision_k*",
+        definition=(
+            "Share of corpus chunks that fall inside the k-NN ball (k after '_k', 5 by default) "
+            "of at least one slice text in scope (Kynkaanniemi et al. precision: is what the "
+            "corpus holds found in the preference data?). For a topic: the corpus share "
+            "inside that topic's balls. Its interval resamples the corpus chunks with the "
+            "balls held fixed (resampling the texts would shrink the union of balls and bias "
+            "the interval down)."
+        ),
+        closer_when="higher",
+        family="closeness",
+        reference=_SEMANTIC_REF_PRDC,
+    ),
+    MetricSpec(
+        name="semantic.recall_k*",
+        definition=(
+            "Share of the slice's texts inside the k-NN ball (among corpus chunks) of at least "
+            "one corpus chunk (Kynkaanniemi et al. recall: is the preference data found in the "
+            "corpus?)."
+        ),
+        closer_when="higher",
+        family="closeness",
+        reference=_SEMANTIC_REF_PRDC,
+    ),
+    MetricSpec(
+        name="semantic.density_k*",
+        definition=(
+            "Naeem et al. density: (1 / (k m)) sum over the m corpus chunks of the number of "
+            "slice texts whose k-NN ball contains the chunk; about 1 when the corpus is "
+            "distributed like the slice, above 1 when it crowds the slice's dense regions. For "
+            "a topic the sum runs over the topic's balls and is scaled by n / n_topic, so it "
+            "is the corpus's density there relative to the topic's share of the slice."
+        ),
+        closer_when="higher",
+        family="closeness",
+        reference=_SEMANTIC_REF_PRDC,
+        range=None,
+    ),
+    MetricSpec(
+        name="semantic.coverage_k*",
+        definition=(
+            "Naeem et al. coverage: share of the slice's texts whose k-NN ball (among the "
+            "slice's texts) contains at least one corpus chunk. 1 for a corpus that covers "
+            "every region of the preference data."
+        ),
+        closer_when="higher",
+        family="closeness",
+        reference=_SEMANTIC_REF_PRDC,
+    ),
+    MetricSpec(
+        name="semantic.mauve",
+        definition=(
+            "MAUVE between the slice's texts and the corpus chunks (for a topic: the chunks "
+            "whose most similar slice text is in the topic), computed as mauve-text 0.4 does "
+            "(PCA to 90% variance, k-means with k = min(n, m) / 10 over both sets, area under "
+            "the divergence curve with scaling 5) with one faiss k-means run per seed. The "
+            "value is the mean over 5 clustering seeds; ci_low/ci_high are the min and max "
+            "over those seeds (clustering spread, not a bootstrap interval). NaN when the "
+            "scope or its corpus side has fewer than 10 texts. Each side is capped at 5,000 "
+            "texts by a seeded subsample."
+        ),
+        closer_when="higher",
+        family="closeness",
+        reference="Pillutla et al. 2021, 'MAUVE: measuring the gap between neural text and "
+        "human text using divergence frontiers'",
+    ),
+    MetricSpec(
+        name="semantic.frechet",
+        definition=(
+            "Frechet distance between Gaussian fits (maximum-likelihood mean and covariance) "
+            "of the slice's embeddings and the corpus chunks' embeddings: |mu_a - mu_b|^2 + "
+            "tr(S_a + S_b - 2 (S_b^1/2 S_a S_b^1/2)^1/2). 0 = same first two moments. The "
+            "interval is the estimate +- half the width of the percentile bootstrap interval "
+            "(at most 50 replicates): resampled texts repeat, which shifts every replicate up "
+            "(with fewer texts than dimensions, by more than their spread), so the replicates' "
+            "spread is kept and their location dropped."
+        ),
+        closer_when="lower",
+        family="closeness",
+        reference="Heusel et al. 2017 (FID), on sentence embeddings",
+        range=(0.0, 4.0),
+    ),
+    MetricSpec(
+        name="semantic.topic_mass_ratio",
+        definition=(
+            "Per topic of the preference pairs: the corpus's share of mass on the topic "
+            "(chunks assigned to the nearest topic centroid, each document weighing the same) "
+            "divided by the preference data's share of pairs in it. 1 = proportional; below 1 "
+            "the corpus under-represents the topic."
+        ),
+        closer_when="higher",
+        family="closeness",
+        reference="simscope; topics by k-means on prompt embeddings, named by c-TF-IDF "
+        "(Grootendorst 2022)",
+        range=None,
+    ),
+)
+
 def registry() -> tuple[MetricSpec, ...]:
     """All documented metrics, in registration order."""
     return tuple(_SPECS)

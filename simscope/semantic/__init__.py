@@ -1,2 +1,36 @@
 """Semantic stage: sentence embeddings, their cache, FAISS indexes, distribution coverage
 metrics and topics of the preference data. Knows nothing of n-grams."""
+
+from simscope.semantic.config import SemanticConfig
+from simscope.semantic.embed import Embedder, get_embedder
+from simscope.semantic.index import (
+    SemanticIndex,
+    build_semantic_index,
+    choose_chunk_words,
+    chunk_document,
+)
+from simscope.semantic.scorer import (
+    SemanticTextScores,
+    metric_names,
+    semantic_estimators,
+    semantic_estimators_with_scores,
+)
+from simscope.semantic.topics import Topics, assign_topics, fit_topics, topic_mass
+
+__all__ = [
+    "Embedder",
+    "SemanticConfig",
+    "SemanticIndex",
+    "SemanticTextScores",
+    "Topics",
+    "assign_topics",
+    "build_semantic_index",
+    "choose_chunk_words",
+    "chunk_document",
+    "fit_topics",
+    "get_embedder",
+    "metric_names",
+    "semantic_estimators",
+    "semantic_estimators_with_scores",
+    "topic_mass",
+]

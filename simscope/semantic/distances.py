@@ -1,0 +1,212 @@
+"""Distribution comparisons between two sets of unit embeddings, as plain array functions.
+
+Real = the preference texts of a slice, fake = the corpus chunks (the names of Kynkäänniemi
+et al. 2019 and Naeem et al. 2020). Nothing here knows about files, models or scopes; the
+weight-vector statistics (``w[i]`` = how many times real text ``i`` is drawn) plug into
+``simscope.stats``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+import scipy.sparse as sp
+
+from simscope.stats import Statistic
+
+RADIUS_TOLERANCE = 1e-5
+"""Cosine slack on "inside a k-NN ball": FAISS and numpy round the same product differently,
+and a neighbour exactly on the ball's edge must count as inside."""
+
+
+@dataclass(frozen=True)
+class NeighbourhoodPass:
+    """What one blockwise pass over (corpus x slice) similarities leaves behind.
+
+    ``in_real``: sparse (m, n) bool, corpus chunk ``j`` inside real text ``i``'s k-NN ball.
+    ``recalled``: per real text, some corpus chunk's k-NN ball contains it.
+    ``nearest_real``: per corpus chunk, the real text it is most similar to.
+    """
+
+    in_real: sp.csr_matrix
+    recalled: np.ndarray
+    nearest_real: np.ndarray
+
+
+def neighbourhood_pass(
+    fake: np.ndarray,
+    real: np.ndarray,
+    real_radii: np.ndarray,
+    fake_radii: np.ndarray,
+    block: int = 2048,
+) -> NeighbourhoodPass:
+    """Exact blockwise pass over all (fake, real) cosine similarities.
+
+    Radii are cosine similarities to the k-th neighbour: "inside the ball" is
+    ``sim >= radius``, the same as ``distance <= radius`` for unit vectors.
+    """
+    m, n = fake.shape[0], real.shape[0]
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    recalled = np.zeros(n, dtype=bool)
+    nearest = np.zeros(m, dtype=np.int64)
+    real_t = np.ascontiguousarray(real.T, dtype=np.float32)
+    for start in range(0, m, block):
+        sims = fake[start : start + block] @ real_t
+        r, c = np.nonzero(sims >= real_radii[None, :] - RADIUS_TOLERANCE)
+        rows.append(r + start)
+        cols.append(c)
+        recalled |= (sims >= fake_radii[start : start + block, None] - RADIUS_TOLERANCE).any(axis=0)
+        if n:
+            nearest[start : start + sims.shape[0]] = sims.argmax(axis=1)
+    r_all = np.concatenate(rows) if rows else np.empty(0, np.int64)
+    c_all = np.concatenate(cols) if cols else np.empty(0, np.int64)
+    in_real = sp.csr_matrix((np.ones(r_all.size, dtype=np.float64), (r_all, c_all)), shape=(m, n))
+    return NeighbourhoodPass(in_real, recalled, nearest)
+
+
+def density_statistic(in_real: sp.csr_matrix, k: int) -> Statistic:
+    """Naeem et al.'s density with real texts weighted by ``w``, rescaled to ``n`` texts.
+
+    On the whole slice (``w = 1``) this is exactly ``1/(k m) sum_j sum_i 1[j in ball i]``;
+    on a scope it is that sum over the scope's balls times ``n / n_scope``, i.e. the
+    corpus's density on the scope relative to the slice's own share of texts there.
+    """
+    m, n = in_real.shape
+
+    def stat(w: np.ndarray) -> float:
+        total = float(w.sum())
+        if m == 0 or total <= 0:
+            return float("nan")
+        return float((in_real @ w).sum()) * (n / total) / (k * m)
+
+    return stat
+
+
+# ---- Fréchet distance --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GaussianFit:
+    """Mean, covariance and the symmetric square root of the covariance of a sample."""
+
+    mean: np.ndarray
+    cov: np.ndarray
+    cov_sqrt: np.ndarray
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> GaussianFit:
+        x64 = x.astype(np.float64)
+        mean = x64.mean(axis=0)
+        centred = x64 - mean
+        cov = centred.T @ centred / max(x64.shape[0], 1)
+        vals, vecs = np.linalg.eigh(cov)
+        sqrt = (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T
+        return cls(mean, cov, sqrt)
+
+
+def frechet_statistic(real: np.ndarray, fake: GaussianFit) -> Statistic:
+    """Fréchet distance between Gaussian fits of the weighted real texts and the corpus.
+
+    ``|mu_r - mu_f|^2 + tr(S_r) + tr(S_f) - 2 tr((S_f^1/2 S_r S_f^1/2)^1/2)``, with
+    maximum-likelihood (weighted) covariances.
+    """
+    x = real.astype(np.float64)
+    trace_fake = float(np.trace(fake.cov))
+
+    def stat(w: np.ndarray) -> float:
+        total = float(w.sum())
+        if total <= 0:
+            return float("nan")
+        drawn = np.flatnonzero(w > 0)
+        mean = (w[drawn] @ x[drawn]) / total
+        # S_r = A0^T A0 with A0 = sqrt(w/total) (x - mean), so tr((S_f^1/2 S_r S_f^1/2)^1/2) is
+        # the sum of singular values of A = A0 S_f^1/2: an eigenproblem of the smaller Gram.
+        a0 = np.sqrt(w[drawn] / total)[:, None] * (x[drawn] - mean)
+        a = a0 @ fake.cov_sqrt
+        gram = a @ a.T if a.shape[0] < a.shape[1] else a.T @ a
+        eig = np.linalg.eigvalsh(gram)
+        cross = float(np.sqrt(np.clip(eig, 0.0, None)).sum())
+        diff = mean - fake.mean
+        return float(diff @ diff + np.sum(a0 * a0) + trace_fake - 2.0 * cross)
+
+    return stat
+
+
+# ---- MAUVE -------------------------------------------------------------------------------
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    if np.any((p > 0) & (q == 0)):
+        return float("inf")
+    nz = (p > 0) & (q > 0)
+    return float(np.sum(p[nz] * np.log(p[nz] / q[nz])))
+
+
+def mauve_from_histograms(
+    p: np.ndarray, q: np.ndarray, scaling: float = 5.0, n_mixtures: int = 25
+) -> float:
+    """MAUVE of two histograms over the same clusters (Pillutla et al. 2021, as mauve-text).
+
+    The divergence curve ``(exp(-c KL(q||r)), exp(-c KL(p||r)))`` for ``r = l p + (1-l) q``
+    over ``n_mixtures`` values of ``l``, closed by its two extreme points; MAUVE is the area
+    under it.
+    """
+    p = p / p.sum()
+    q = q / q.sum()
+    curve = [(0.0, np.inf)]
+    for lam in np.linspace(1e-6, 1 - 1e-6, n_mixtures):
+        r = lam * p + (1 - lam) * q
+        curve.append((_kl(q, r), _kl(p, r)))
+    curve.append((np.inf, 0.0))
+    pts = np.exp(-scaling * np.asarray(curve))
+    x, y = pts[:, 0], pts[:, 1]
+    # Along increasing mixture weight x falls from 1 to 0 and y rises from 0 to 1: take the
+    # trapezoids in that order (sorting would mis-order ties such as the points of p == q).
+    return float(np.sum(-np.diff(x) * (y[1:] + y[:-1]) / 2))
+
+
+def mauve(
+    p_features: np.ndarray,
+    q_features: np.ndarray,
+    *,
+    seed: int,
+    scaling: float = 5.0,
+    explained_variance: float = 0.9,
+    n_iter: int = 25,
+) -> float:
+    """MAUVE of two embedding samples: PCA, k-means on both together, then the histograms.
+
+    As in mauve-text 0.4: PCA keeping ``explained_variance`` of the variance, k-means with
+    ``k = max(2, round(min(len p, len q) / 10))`` clusters seeded by ``seed``. Unlike it, one
+    k-means run of ``n_iter`` iterations (mauve-text: 5 restarts of 500), which the average
+    over seeds replaces.
+    """
+    x = np.concatenate([p_features, q_features]).astype(np.float32)
+    x = x - x.mean(axis=0)
+    x64 = x.astype(np.float64)
+    vals, vecs = np.linalg.eigh(x64.T @ x64)  # PCA from the covariance: d x d, not n x d
+    vals, vecs = np.clip(vals[::-1], 0.0, None), vecs[:, ::-1]
+    share = np.cumsum(vals) / max(float(vals.sum()), 1e-30)
+    dims = min(int(np.searchsorted(share, explained_variance) + 1), vals.size)
+    reduced = np.ascontiguousarray(x @ vecs[:, :dims].astype(np.float32))
+    k = max(2, round(min(len(p_features), len(q_features)) / 10))
+    k = min(k, reduced.shape[0])
+    km = faiss.Kmeans(
+        dims,
+        k,
+        niter=n_iter,
+        seed=int(seed) + 2,
+        verbose=False,
+        max_points_per_centroid=1 << 30,
+        min_points_per_centroid=1,
+    )
+    km.train(reduced)
+    _, labels = km.index.search(reduced, 1)
+    labels = labels.ravel()
+    n_p = len(p_features)
+    hist_p = np.bincount(labels[:n_p], minlength=k).astype(np.float64)
+    hist_q = np.bincount(labels[n_p:], minlength=k).astype(np.float64)
+    return mauve_from_histograms(hist_p, hist_q, scaling)

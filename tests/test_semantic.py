@@ -1,0 +1,430 @@
+"""Semantic stage: embeddings and their cache, FAISS indexes, distribution metrics, topics.
+
+Known answers on real text (tests/data): HH-RLHF responses against themselves, against other
+HH-RLHF responses, against Shakespeare, and against a 50/50 mixture. Embedding is the slow
+step (tens to a hundred texts/s on a 2-core CPU), so the default tests embed ~800 short texts
+once, share them through session fixtures and the embedding cache, and the full-size run is
+marked slow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy import linalg
+
+from simscope.errors import SimscopeError
+from simscope.metrics import spec
+from simscope.semantic import (
+    Embedder,
+    SemanticConfig,
+    SemanticIndex,
+    build_semantic_index,
+    choose_chunk_words,
+    chunk_document,
+    fit_topics,
+    get_embedder,
+    metric_names,
+    semantic_estimators,
+    topic_mass,
+)
+from simscope.semantic.distances import (
+    GaussianFit,
+    frechet_statistic,
+    mauve_from_histograms,
+)
+from simscope.semantic.index import make_faiss_index
+from simscope.stats import Estimate
+
+N_SLICE = 200
+CFG = SemanticConfig(n_boot=40, frechet_n_boot=10, mauve_seeds=(0, 1, 2))
+
+
+def last_reply(transcript: str) -> str:
+    return transcript.rsplit("\n\nAssistant:", 1)[-1].strip()
+
+
+def prompt_of(transcript: str) -> str:
+    return transcript.rsplit("\n\nAssistant:", 1)[0].strip()
+
+
+def corpus_frame(model: str, texts: list[str]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "model": [model] * len(texts),
+            "doc_id": [f"{i:06d}" for i in range(len(texts))],
+            "text": texts,
+            "origin": ["imported"] * len(texts),
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def hh_replies(hh_records: list[dict[str, str]]) -> list[str]:
+    """Final assistant replies of HH-RLHF chosen transcripts with 8-60 words (dedup'd)."""
+    seen: set[str] = set()
+    out = []
+    for r in hh_records:
+        reply = last_reply(r["chosen"])
+        if 8 <= len(reply.split()) <= 60 and reply not in seen:
+            seen.add(reply)
+            out.append(reply)
+    return out
+
+
+@pytest.fixture(scope="session")
+def slice_texts(hh_replies: list[str]) -> list[str]:
+    return hh_replies[:N_SLICE]
+
+
+@pytest.fixture(scope="session")
+def shakespeare(shakespeare_paragraphs: list[str]) -> list[str]:
+    return [p for p in shakespeare_paragraphs if len(p.split()) <= 60][:N_SLICE]
+
+
+@pytest.fixture(scope="session")
+def sem_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("indexes")
+
+
+@pytest.fixture(scope="session")
+def indexes(
+    sem_root: Path, hh_replies: list[str], slice_texts: list[str], shakespeare: list[str]
+) -> dict[str, SemanticIndex]:
+    """Semantic indexes of four corpora; the mixture's texts all come from the cache."""
+    other_hh = hh_replies[N_SLICE : 2 * N_SLICE]
+    half = N_SLICE // 2
+    corpora = {
+        "self": slice_texts,
+        "hh": other_hh,
+        "shakespeare": shakespeare,
+        "mixture": other_hh[:half] + shakespeare[:half],
+    }
+    return {
+        name: build_semantic_index(corpus_frame(name, texts), sem_root, CFG, progress=False)
+        for name, texts in corpora.items()
+    }
+
+
+@pytest.fixture(scope="session")
+def whole_slice(
+    indexes: dict[str, SemanticIndex], slice_texts: list[str]
+) -> dict[str, dict[str, Estimate]]:
+    everything = np.ones(len(slice_texts), dtype=bool)
+    out = {}
+    for name, index in indexes.items():
+        est = semantic_estimators(index, slice_texts, CFG, seed=0, progress=False)
+        out[name] = {metric: fn(everything) for metric, fn in est.items()}
+    return out
+
+
+# ---- pure pieces ------------------------------------------------------------------------
+
+
+def test_chunk_document_cuts_long_documents_into_equal_word_pieces() -> None:
+    words = [f"w{i}" for i in range(200)]
+    text = "  ".join(words)
+    pieces = chunk_document(text, 64)
+    assert len(pieces) == 3  # round(200 / 64)
+    assert [len(p.split()) for p in pieces] == [67, 66, 67]
+    assert " ".join(" ".join(p.split()) for p in pieces) == " ".join(words)
+    assert pieces[0].startswith("w0  w1")  # original whitespace inside a piece is kept
+    assert chunk_document("a b c", 64) == ["a b c"]
+    assert chunk_document(" ".join(words[:96]), 64) == [" ".join(words[:96])]  # <= 1.5 x
+
+
+def test_choose_chunk_words_follows_the_slice_length_scale() -> None:
+    assert choose_chunk_words(["word " * 30] * 5) == 32
+    assert choose_chunk_words(["word " * 3] * 5) == 16
+    assert choose_chunk_words(["word " * 1000] * 5) == 128
+    assert choose_chunk_words([]) == 64
+
+
+def test_mauve_of_histograms_known_answers() -> None:
+    assert mauve_from_histograms(np.ones(7), np.ones(7)) == pytest.approx(1.0, abs=1e-9)
+    disjoint = mauve_from_histograms(np.array([1.0, 1, 0, 0]), np.array([0.0, 0, 1, 1]))
+    assert disjoint < 0.01
+    half = mauve_from_histograms(np.array([1.0, 1, 1, 0]), np.array([0.0, 1, 1, 1]))
+    assert disjoint < half < 1.0
+
+
+def test_frechet_matches_scipy_sqrtm_on_scopes() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(120, 16))
+    b = rng.normal(size=(300, 16)) * 1.3 + 0.2
+    stat = frechet_statistic(a, GaussianFit.of(b))
+    cov_b = np.cov(b.T, bias=True)
+    for rows in (np.arange(120), np.arange(9)):  # full rank, and fewer texts than dims
+        sub = a[rows]
+        cov_a = np.cov(sub.T, bias=True)
+        ref = (
+            np.sum((sub.mean(0) - b.mean(0)) ** 2)
+            + np.trace(cov_a + cov_b)
+            - 2 * np.trace(linalg.sqrtm(cov_a @ cov_b)).real
+        )
+        w = np.zeros(120)
+        w[rows] = 1.0
+        assert stat(w) == pytest.approx(ref, rel=1e-6)
+
+
+def test_config_refuses_bad_values() -> None:
+    with pytest.raises(SimscopeError, match=r"semantic.precision: expected one of .*'fp16'"):
+        SemanticConfig(precision="fp16")
+    with pytest.raises(SimscopeError, match=r"semantic\.k_nn: expected >= 1, found 0"):
+        SemanticConfig(k_nn=0)
+    with pytest.raises(SimscopeError, match="models are never downloaded"):
+        Embedder(SemanticConfig(model="/nonexistent/model-dir"))
+
+
+def test_every_semantic_metric_is_documented() -> None:
+    for name in [*metric_names(CFG), "semantic.topic_mass_ratio"]:
+        assert spec(name).definition
+
+
+# ---- embeddings -------------------------------------------------------------------------
+
+
+def test_long_text_is_windowed_and_pooled_by_token_weight() -> None:
+    cfg = SemanticConfig(max_tokens=34, chunk_overlap_tokens=8)
+    embedder = Embedder(cfg)
+    text = " ".join(["the quick brown fox jumps over the lazy dog while the cat sleeps"] * 6)
+    pieces, owner, weight = embedder._windows([text, "short"])
+    assert len(pieces) > 2 and set(owner.tolist()) == {0, 1}
+    assert weight[owner == 0].max() == 32  # window = max_tokens - [CLS] - [SEP]
+    vec = embedder.encode([text], progress=False)[0]
+    piece_vecs = embedder._encode_pieces(
+        [p for p, o in zip(pieces, owner, strict=True) if o == 0], False
+    )
+    pooled = (piece_vecs * weight[owner == 0][:, None]).sum(0)
+    assert np.allclose(vec, pooled / np.linalg.norm(pooled), atol=1e-5)
+    assert np.linalg.norm(vec) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_reembedding_cached_texts_encodes_nothing(
+    indexes: dict[str, SemanticIndex], sem_root: Path, slice_texts: list[str]
+) -> None:
+    fresh = Embedder(CFG)  # a new encoder object, as in a new process: only the disk cache
+    cache = fresh.cache(sem_root)
+    assert len(cache) >= 3 * N_SLICE
+    vectors = fresh.embed(slice_texts, cache, progress=False)
+    assert fresh.texts_encoded == 0
+    assert np.array_equal(vectors, indexes["self"].vectors)
+    # Duplicates and whitespace variants of cached texts are not encoded either.
+    again = fresh.embed([slice_texts[0], f"  {slice_texts[0]}\n"], cache, progress=False)
+    assert fresh.texts_encoded == 0 and np.array_equal(again[0], again[1])
+    # A rebuilt index re-embeds nothing.
+    before = get_embedder(CFG).texts_encoded
+    build_semantic_index(
+        corpus_frame("self", slice_texts), sem_root, CFG, rebuild=True, progress=False
+    )
+    assert get_embedder(CFG).texts_encoded == before
+
+
+# ---- indexes ----------------------------------------------------------------------------
+
+
+def test_index_round_trip(
+    indexes: dict[str, SemanticIndex], sem_root: Path, shakespeare: list[str]
+) -> None:
+    built = indexes["shakespeare"]
+    loaded = build_semantic_index(
+        corpus_frame("shakespeare", shakespeare), sem_root, CFG, progress=False
+    )
+    assert loaded.path == built.path == sem_root / "semantic-shakespeare-w64"
+    assert loaded.manifest == built.manifest
+    for name in ("vectors", "chunk_doc", "radii"):
+        assert np.array_equal(getattr(loaded, name), getattr(built, name))
+    assert loaded.faiss_index.ntotal == built.vectors.shape[0]
+    q = built.vectors[:5]
+    assert np.array_equal(loaded.search(q, 3)[1], built.search(q, 3)[1])
+    assert np.array_equal(built.search(q, 1)[1][:, 0], np.arange(5))
+    assert not list(sem_root.glob("*.incomplete"))
+
+
+def test_index_mismatch_is_refused_naming_what_differs(
+    indexes: dict[str, SemanticIndex], sem_root: Path, shakespeare: list[str]
+) -> None:
+    changed = [*shakespeare[:-1], shakespeare[-1] + " Exeunt."]
+    with pytest.raises(SimscopeError, match=r"input_hash: index has '[0-9a-f]+', requested"):
+        build_semantic_index(corpus_frame("shakespeare", changed), sem_root, CFG, progress=False)
+    with pytest.raises(SimscopeError, match="k_nn: index has 5, requested 3"):
+        build_semantic_index(
+            corpus_frame("shakespeare", shakespeare),
+            sem_root,
+            replace(CFG, k_nn=3),
+            progress=False,
+        )
+    other = sem_root.parent / "rebuilt"
+    other.mkdir(exist_ok=True)
+    first = build_semantic_index(
+        corpus_frame("shakespeare", shakespeare), other, CFG, progress=False
+    )
+    rebuilt = build_semantic_index(
+        corpus_frame("shakespeare", changed), other, CFG, rebuild=True, progress=False
+    )
+    assert rebuilt.manifest["params"]["input_hash"] != first.manifest["params"]["input_hash"]
+
+
+def test_mixed_models_in_one_corpus_are_refused(sem_root: Path) -> None:
+    frame = pl.concat([corpus_frame("a", ["x y z"]), corpus_frame("b", ["u v w"])])
+    with pytest.raises(SimscopeError, match=r"expected one model, found \['a', 'b'\]"):
+        build_semantic_index(frame, sem_root, CFG, progress=False)
+
+
+def test_hnsw_above_the_cut_off_keeps_recall_at_10(
+    indexes: dict[str, SemanticIndex],
+) -> None:
+    vectors = np.concatenate([indexes["hh"].vectors, indexes["shakespeare"].vectors])
+    exact = make_faiss_index(vectors, "flat-ip", CFG)
+    approx = make_faiss_index(vectors, "hnsw-ip", CFG)
+    _, truth = exact.search(vectors, 10)
+    _, found = approx.search(vectors, 10)
+    recall = np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found, strict=True)])
+    assert recall >= 0.95
+
+
+# ---- known answers ----------------------------------------------------------------------
+
+
+def test_corpus_against_itself_is_covered_and_mauve_is_one(
+    whole_slice: dict[str, dict[str, Estimate]],
+) -> None:
+    own = whole_slice["self"]
+    assert own["semantic.nn_cosine"].value == pytest.approx(1.0, abs=1e-4)
+    assert own["semantic.nn_match_rate"].value == 1.0
+    assert own["semantic.coverage_k5"].value == 1.0
+    assert own["semantic.recall_k5"].value == 1.0
+    assert own["semantic.precision_k5"].value == 1.0
+    # Each chunk lies in its own ball and in the balls of its k neighbours: (k + 1) / k.
+    assert own["semantic.density_k5"].value == pytest.approx(6 / 5)
+    assert own["semantic.mauve"].value == pytest.approx(1.0, abs=1e-6)
+    assert own["semantic.frechet"].value == pytest.approx(0.0, abs=1e-4)
+
+
+def test_shakespeare_is_far_and_the_mixture_lies_between(
+    whole_slice: dict[str, dict[str, Estimate]],
+) -> None:
+    hh, mix, far = whole_slice["hh"], whole_slice["mixture"], whole_slice["shakespeare"]
+    for metric in (
+        "semantic.nn_cosine",
+        "semantic.nn_match_rate",
+        "semantic.density_k5",
+        "semantic.coverage_k5",
+        "semantic.mauve",
+    ):
+        assert hh[metric].value > mix[metric].value > far[metric].value, metric
+    # Recall need not fall with the mixture: half as many HH chunks have wider k-NN balls.
+    assert min(hh["semantic.recall_k5"].value, mix["semantic.recall_k5"].value) > 0.8
+    assert far["semantic.recall_k5"].value < 0.2
+    assert hh["semantic.frechet"].value < mix["semantic.frechet"].value
+    assert mix["semantic.frechet"].value < far["semantic.frechet"].value
+    assert hh["semantic.coverage_k5"].value > 0.8 > 0.5 > far["semantic.coverage_k5"].value
+    assert hh["semantic.mauve"].value > 0.8 and far["semantic.mauve"].value < 0.1
+    print(
+        {
+            n: {m.split(".")[1]: round(e.value, 3) for m, e in v.items()}
+            for n, v in whole_slice.items()
+        }
+    )
+    for est in hh.values():
+        assert est.ci_low is not None and est.ci_high is not None
+        assert est.ci_low <= est.value <= est.ci_high
+
+
+def test_same_seed_gives_identical_estimates_on_every_scope(
+    indexes: dict[str, SemanticIndex], slice_texts: list[str]
+) -> None:
+    scopes = [np.ones(N_SLICE, dtype=bool), np.arange(N_SLICE) % 3 == 0]
+    runs = [
+        {
+            (metric, i): fn(scope)
+            for metric, fn in semantic_estimators(
+                indexes["mixture"], slice_texts, CFG, seed=7, progress=False
+            ).items()
+            for i, scope in enumerate(scopes)
+        }
+        for _ in range(2)
+    ]
+    assert runs[0] == runs[1]
+    other = semantic_estimators(indexes["mixture"], slice_texts, CFG, seed=8, progress=False)
+    assert other["semantic.coverage_k5"](scopes[0]) != runs[0][("semantic.coverage_k5", 0)]
+
+
+def test_tiny_scope_has_undefined_mauve(
+    indexes: dict[str, SemanticIndex], slice_texts: list[str]
+) -> None:
+    est = semantic_estimators(indexes["hh"], slice_texts, CFG, seed=0, progress=False)
+    tiny = np.zeros(N_SLICE, dtype=bool)
+    tiny[:3] = True
+    assert np.isnan(est["semantic.mauve"](tiny).value)
+    assert 0.0 <= est["semantic.coverage_k5"](tiny).value <= 1.0
+
+
+# ---- topics -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def short_prompts(hh_records: list[dict[str, str]]) -> list[str]:
+    prompts = [prompt_of(r["chosen"]) for r in hh_records]
+    return [p for p in prompts if len(p.split()) <= 90][:240]
+
+
+def test_topics_are_seeded_named_and_their_mass_adds_up(
+    short_prompts: list[str], sem_root: Path, shakespeare: list[str]
+) -> None:
+    topics = fit_topics(short_prompts, CFG, seed=0, cache_root=sem_root, progress=False)
+    k = len(topics.names)
+    assert k == 4  # round(sqrt(240) / 4)
+    assert topics.labels.shape == (len(short_prompts),) and set(topics.labels) == set(range(k))
+    assert len(set(topics.names)) == k and all(
+        n.startswith(f"{i}: ") for i, n in enumerate(topics.names)
+    )
+    assert not any("human" in n or "assistant" in n for n in topics.names)
+    assert topics.share.sum() == pytest.approx(1.0)
+    assert np.all(np.diff(topics.share) <= 0)  # numbered by size
+    again = fit_topics(short_prompts, CFG, seed=0, cache_root=sem_root, progress=False)
+    assert np.array_equal(again.labels, topics.labels) and again.names == topics.names
+
+    # The prompts as a corpus (short enough to stay whole) put exactly the same mass on
+    # each topic as the preference data does.
+    own = build_semantic_index(
+        corpus_frame("prompts", short_prompts), sem_root, CFG, chunk_words=128, progress=False
+    )
+    assert own.manifest["rows"] == len(short_prompts)
+    mass = topic_mass(own, topics)
+    assert mass.columns == ["topic", "pref_share", "corpus_share", "mass_ratio"]
+    assert np.allclose(mass["mass_ratio"].to_numpy(), 1.0)
+    far = topic_mass(
+        build_semantic_index(
+            corpus_frame("shakespeare", shakespeare), sem_root, CFG, progress=False
+        ),
+        topics,
+    )
+    assert far["corpus_share"].sum() == pytest.approx(1.0)
+    assert not np.allclose(far["mass_ratio"].to_numpy(), 1.0)
+
+
+# ---- full size --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_full_hh_replies_vs_shakespeare(
+    hh_replies: list[str], shakespeare_paragraphs: list[str], tmp_path: Path
+) -> None:
+    cfg = SemanticConfig()
+    half = len(hh_replies) // 2
+    slice_, close = hh_replies[:half], hh_replies[half:]
+    everything = np.ones(len(slice_), dtype=bool)
+    values = {}
+    for name, texts in (("close", close), ("far", shakespeare_paragraphs[:1000])):
+        index = build_semantic_index(corpus_frame(name, texts), tmp_path, cfg, progress=False)
+        est = semantic_estimators(index, slice_, cfg, seed=0, progress=False)
+        values[name] = {m: fn(everything).value for m, fn in est.items()}
+    assert (
+        values["close"]["semantic.coverage_k5"] > 0.9 > 0.5 > values["far"]["semantic.coverage_k5"]
+    )
+    assert values["close"]["semantic.mauve"] > 0.8 > 0.1 > values["far"]["semantic.mauve"]
