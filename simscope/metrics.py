@@ -227,6 +227,7 @@ _add(
     ),
 )
 
+
 def registry() -> tuple[MetricSpec, ...]:
     """All documented metrics, in registration order."""
     return tuple(_SPECS)
