@@ -1,0 +1,36 @@
+"""Execution engines: where a stage's work over a large corpus runs (in process, or on Ray).
+
+The stages expose pure batch functions and know nothing of engines; this package cuts a
+sharded corpus into work units, runs the stages' batch functions over them on the chosen
+engine, and assembles the indexes on disk.
+"""
+
+from simscope.engine.base import (
+    ENGINE_KINDS,
+    Engine,
+    EngineConfig,
+    LocalEngine,
+    make_engine,
+)
+from simscope.engine.lexical import (
+    LexicalIndexes,
+    build_lexical_indexes,
+    build_minhash_index,
+    build_ngram_index,
+)
+from simscope.engine.shards import CorpusShards, hash_corpus_texts, write_corpus_shards
+
+__all__ = [
+    "ENGINE_KINDS",
+    "CorpusShards",
+    "Engine",
+    "EngineConfig",
+    "LexicalIndexes",
+    "LocalEngine",
+    "build_lexical_indexes",
+    "build_minhash_index",
+    "build_ngram_index",
+    "hash_corpus_texts",
+    "make_engine",
+    "write_corpus_shards",
+]

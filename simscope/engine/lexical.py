@@ -1,0 +1,433 @@
+"""The lexical indexes of a sharded corpus, built out of core by any engine.
+
+One pass over the shards computes, per work unit, the parts of every index requested (the
+n-gram sets and feature counts, and the MinHash windows at each scale) with the lexical
+stage's own batch functions (:func:`~simscope.lexical.index.ngram_batch`,
+:func:`~simscope.lexical.index.sign_batch`); each unit writes its parts as ``.npy`` under
+the index's ``.incomplete/parts/``. The driver then assembles each index without holding the
+corpus: signatures and window-to-document rows are copied part by part into memory-mapped
+arrays; the n-gram sets are merged by hash range (one engine task per range, each taking its
+range from every part by binary search) and the ranges concatenated. The arrays, and so
+every score computed from them, are identical to :func:`simscope.lexical.index.build_ngram_index`
+and :func:`~simscope.lexical.index.build_minhash_index` on the same corpus in memory; the
+manifests differ in ``input_hash`` (computed per unit here, see ``simscope.engine.shards``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+from simscope.engine.base import Engine, Summary
+from simscope.engine.shards import CorpusShards, RowHash, ShardUnit, plan_units, read_unit
+from simscope.errors import SimscopeError
+from simscope.lexical.index import (
+    MINHASH_KIND,
+    NGRAM_KIND,
+    LexicalConfig,
+    MinHashIndex,
+    NgramIndex,
+    _minhash_params,
+    _ngram_params,
+    load_minhash_index,
+    load_ngram_index,
+    ngram_batch,
+    sign_batch,
+)
+from simscope.storage import atomic_dir, load_array, read_manifest, slug, write_manifest
+
+logger = logging.getLogger(__name__)
+
+MERGE_RANGE_VALUES = 1 << 23
+"""Target number of n-gram hashes per merge task (64 MiB of uint64)."""
+
+
+@dataclass
+class LexicalIndexes:
+    """The indexes built or loaded by :func:`build_lexical_indexes`."""
+
+    ngram: NgramIndex | None
+    minhash: dict[int, MinHashIndex] = field(default_factory=dict)
+
+
+def build_lexical_indexes(
+    shards: CorpusShards,
+    root: Path,
+    cfg: LexicalConfig,
+    engine: Engine,
+    *,
+    ngrams: bool = True,
+    scales: Sequence[int] = (),
+    rebuild: bool = False,
+    progress: bool = True,
+) -> LexicalIndexes:
+    """Load each requested index of ``indexes/`` that matches, build the others in one pass.
+
+    Raises SimscopeError like the in-memory builders (an existing index built with other
+    parameters, an empty corpus, more than one model) and when the shards are not in
+    ``doc_id`` order.
+    """
+    root = Path(root)
+    model = _first_model(shards)
+    units = plan_units(shards, engine.unit_docs)
+    targets: dict[str | int, Path] = {}
+    if ngrams:
+        targets["ngrams"] = root / f"lexical-{slug(model)}"
+    for scale in sorted(set(scales)):
+        targets[scale] = root / f"minhash-{slug(model)}-w{scale}"
+    out = LexicalIndexes(None)
+    existing = {k: p for k, p in targets.items() if p.exists() and not rebuild}
+    if existing:
+        summaries = engine.map_units(
+            _LexicalTask(cfg), units, desc=f"hash {model}", progress=progress
+        )
+        input_hash, rows = _check_corpus(summaries, units, model)
+        for key, path in existing.items():
+            _load_into(out, key, path, model, cfg, input_hash)
+    todo = {k: p for k, p in targets.items() if k not in existing}
+    if not todo:
+        return out
+    with ExitStack() as stack:
+        tmp = {k: stack.enter_context(atomic_dir(p, overwrite=True)) for k, p in todo.items()}
+        for d in tmp.values():
+            (d / "parts").mkdir()
+        task = _LexicalTask(
+            cfg,
+            ngram_dir=str(tmp["ngrams"] / "parts") if "ngrams" in tmp else None,
+            minhash_dirs=tuple((k, str(d / "parts")) for k, d in tmp.items() if isinstance(k, int)),
+        )
+        summaries = engine.map_units(task, units, desc=f"lexical {model}", progress=progress)
+        input_hash, rows = _check_corpus(summaries, units, model)
+        extra = {"execution": {"engine": engine.name, "units": len(units)}}
+        for key, directory in tmp.items():
+            parts = directory / "parts"
+            if key == "ngrams":
+                counts = _merge_ngrams(parts, directory, cfg, len(units), engine, progress)
+                _sum_features(parts, directory, len(units))
+                shutil.rmtree(parts)
+                write_manifest(
+                    directory,
+                    NGRAM_KIND,
+                    _ngram_params(model, cfg, input_hash),
+                    extra={"rows": rows, "ngram_counts": counts, **extra},
+                )
+            else:
+                assert isinstance(key, int)
+                windows = _concat_minhash(parts, directory, summaries, key, cfg.num_perm)
+                shutil.rmtree(parts)
+                write_manifest(
+                    directory,
+                    MINHASH_KIND,
+                    _minhash_params(model, cfg, key, input_hash),
+                    extra={"rows": windows, **extra},
+                )
+    for key, path in todo.items():
+        _load_into(out, key, path, model, cfg, input_hash, mmap=True)
+        logger.info("built %s from %d docs in %d units on %s", path, rows, len(units), engine.name)
+    return out
+
+
+def build_ngram_index(
+    shards: CorpusShards,
+    root: Path,
+    cfg: LexicalConfig,
+    engine: Engine,
+    *,
+    rebuild: bool = False,
+    progress: bool = True,
+) -> NgramIndex:
+    """``indexes/lexical-<model>`` of a sharded corpus (see :func:`build_lexical_indexes`)."""
+    built = build_lexical_indexes(
+        shards, root, cfg, engine, ngrams=True, rebuild=rebuild, progress=progress
+    )
+    assert built.ngram is not None
+    return built.ngram
+
+
+def build_minhash_index(
+    shards: CorpusShards,
+    root: Path,
+    cfg: LexicalConfig,
+    chunk_words: int,
+    engine: Engine,
+    *,
+    rebuild: bool = False,
+    progress: bool = True,
+) -> MinHashIndex:
+    """``indexes/minhash-<model>-w<W>`` of a sharded corpus (see :func:`build_lexical_indexes`)."""
+    built = build_lexical_indexes(
+        shards,
+        root,
+        cfg,
+        engine,
+        ngrams=False,
+        scales=(chunk_words,),
+        rebuild=rebuild,
+        progress=progress,
+    )
+    return built.minhash[chunk_words]
+
+
+# ---- the work of one unit (runs on a worker) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _LexicalTask:
+    """Reads one unit and writes its parts; with no outputs requested it only hashes."""
+
+    cfg: LexicalConfig
+    ngram_dir: str | None = None
+    minhash_dirs: tuple[tuple[int, str], ...] = ()
+
+    def __call__(self, unit: ShardUnit) -> Summary:
+        cfg = self.cfg
+        row_hash = RowHash()
+        models: set[str] = set()
+        first = last = None
+        ngram_parts: dict[int, list[np.ndarray]] = {n: [] for n in cfg.ngram_sizes}
+        features = np.zeros(1 << cfg.feature_buckets_log2, dtype=np.float64)
+        sigs: dict[int, list[np.ndarray]] = {s: [] for s, _ in self.minhash_dirs}
+        docs: dict[int, list[np.ndarray]] = {s: [] for s, _ in self.minhash_dirs}
+        done = 0
+        for batch in read_unit(unit, cfg.batch_docs):
+            models.update(batch.models)
+            ids = batch.doc_ids
+            prev = last
+            for cur in ids:
+                if prev is not None and cur < prev:
+                    raise SimscopeError(
+                        f"{unit.path}: doc_id {cur!r} follows {prev!r}; corpus shards must be "
+                        "in ascending doc_id order (simscope.engine.write_corpus_shards writes "
+                        "them so)"
+                    )
+                prev = cur
+            first = ids[0] if first is None else first
+            last = ids[-1]
+            row_hash.update(batch.texts)
+            if self.ngram_dir is not None:
+                batch_ngrams, batch_features = ngram_batch(batch.texts, cfg)
+                for n in cfg.ngram_sizes:
+                    ngram_parts[n].append(batch_ngrams[n])
+                features += batch_features
+            for scale, _ in self.minhash_dirs:
+                batch_sigs, text_of_chunk = sign_batch(batch.texts, cfg, scale)
+                sigs[scale].append(batch_sigs)
+                docs[scale].append(text_of_chunk + done)
+            done += len(batch.texts)
+        tag = f"u{unit.index:06d}"
+        if self.ngram_dir is not None:
+            for n, parts in ngram_parts.items():
+                merged = np.unique(np.concatenate(parts)) if parts else np.empty(0, np.uint64)
+                _save_part(self.ngram_dir, f"{tag}-n{n}", merged)
+            _save_part(self.ngram_dir, f"{tag}-features", features)
+        chunks = {}
+        for scale, directory in self.minhash_dirs:
+            sig = (
+                np.concatenate(sigs[scale])
+                if sigs[scale]
+                else np.empty((0, cfg.num_perm), np.uint32)
+            )
+            doc = np.concatenate(docs[scale]) if docs[scale] else np.empty(0, np.int64)
+            _save_part(directory, f"{tag}-sig", sig)
+            _save_part(directory, f"{tag}-doc", doc)
+            chunks[str(scale)] = int(doc.size)
+        return {
+            "rows": done,
+            "hash": row_hash.summary(),
+            "models": sorted(models),
+            "first_doc_id": first,
+            "last_doc_id": last,
+            "chunks": chunks,
+        }
+
+
+def _save_part(directory: str, name: str, array: np.ndarray) -> None:
+    # Written beside, then renamed: a retried unit replaces what a dead attempt left.
+    final = Path(directory) / f"{name}.npy"
+    tmp = final.with_name(f".{name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+    os.replace(tmp, final)
+
+
+# ---- assembly on the driver -----------------------------------------------------------------
+
+
+def _first_model(shards: CorpusShards) -> str:
+    for path in shards.paths:
+        unit = ShardUnit(0, str(path), None, None)
+        if path.name.endswith(".parquet"):
+            meta = pq.ParquetFile(path).metadata
+            unit = ShardUnit(0, str(path), tuple(range(meta.num_row_groups)), None)
+        for batch in read_unit(unit, 1):
+            return batch.models[0]
+    raise SimscopeError(f"ProbeCorpus is empty ({len(shards.paths)} shard(s)); nothing to index")
+
+
+def _check_corpus(
+    summaries: Sequence[Summary], units: Sequence[ShardUnit], model: str
+) -> tuple[str, int]:
+    """The corpus hash and row count; refuses several models or shards out of order."""
+    rows = sum(int(s["rows"]) for s in summaries)
+    if rows == 0:
+        raise SimscopeError("ProbeCorpus is empty; nothing to index")
+    models = sorted({m for s in summaries for m in s["models"]})
+    if models != [model]:
+        raise SimscopeError(
+            f"ProbeCorpus: an index is built per model; expected one model, found {models}"
+        )
+    prev: tuple[str, str] | None = None
+    for s, u in zip(summaries, units, strict=True):
+        if s["rows"] == 0:
+            continue
+        if prev is not None and s["first_doc_id"] < prev[1]:
+            raise SimscopeError(
+                f"{u.path}: doc_id {s['first_doc_id']!r} follows {prev[1]!r} (from {prev[0]}); "
+                "corpus shards must be in ascending doc_id order, file names sorted the same "
+                "way (simscope.engine.write_corpus_shards writes them so)"
+            )
+        prev = (u.path, s["last_doc_id"])
+    return RowHash.combine([s["hash"] for s in summaries]), rows
+
+
+def _load_into(
+    out: LexicalIndexes,
+    key: str | int,
+    path: Path,
+    model: str,
+    cfg: LexicalConfig,
+    input_hash: str,
+    *,
+    mmap: bool = False,
+) -> None:
+    if key == "ngrams":
+        params = _ngram_params(model, cfg, input_hash)
+        if mmap:  # just built: arrays stay on disk, the OS pages them in as needed
+            manifest = read_manifest(path, NGRAM_KIND, params, verify_files=False)
+            ngrams = {n: np.load(path / f"ngrams_{n}.npy", mmap_mode="r") for n in cfg.ngram_sizes}
+            out.ngram = NgramIndex(path, ngrams, load_array(path, "features"), manifest)
+        else:
+            out.ngram = load_ngram_index(path, params)
+    else:
+        assert isinstance(key, int)
+        params = _minhash_params(model, cfg, key, input_hash)
+        if mmap:
+            manifest = read_manifest(path, MINHASH_KIND, params, verify_files=False)
+            out.minhash[key] = MinHashIndex(
+                path,
+                np.load(path / "signatures.npy", mmap_mode="r"),
+                np.load(path / "chunk_doc.npy", mmap_mode="r"),
+                key,
+                manifest,
+                cfg,
+            )
+        else:
+            out.minhash[key] = load_minhash_index(path, params, cfg)
+
+
+def _concat_minhash(
+    parts: Path, out_dir: Path, summaries: Sequence[Summary], scale: int, num_perm: int
+) -> int:
+    """signatures.npy and chunk_doc.npy, copied part by part into memory-mapped files."""
+    counts = [int(s["chunks"][str(scale)]) for s in summaries]
+    total = sum(counts)
+    signatures = np.lib.format.open_memmap(
+        out_dir / "signatures.npy", mode="w+", dtype=np.uint32, shape=(total, num_perm)
+    )
+    chunk_doc = np.lib.format.open_memmap(
+        out_dir / "chunk_doc.npy", mode="w+", dtype=np.int64, shape=(total,)
+    )
+    pos = row0 = 0
+    for u, (s, n) in enumerate(zip(summaries, counts, strict=True)):
+        sig = np.load(parts / f"u{u:06d}-sig.npy", mmap_mode="r")
+        doc = np.load(parts / f"u{u:06d}-doc.npy", mmap_mode="r")
+        if sig.shape != (n, num_perm) or doc.shape != (n,):  # a bug, not a user mistake
+            raise RuntimeError(f"unit {u}: parts of shape {sig.shape}, {doc.shape}; expected {n}")
+        signatures[pos : pos + n] = sig
+        chunk_doc[pos : pos + n] = doc + row0
+        pos += n
+        row0 += int(s["rows"])
+    signatures.flush()
+    chunk_doc.flush()
+    del signatures, chunk_doc
+    return total
+
+
+def _sum_features(parts: Path, out_dir: Path, n_units: int) -> None:
+    # Counts are integers in float64: the sum is exact in any order.
+    total: np.ndarray | None = None
+    for u in range(n_units):
+        f = np.load(parts / f"u{u:06d}-features.npy")
+        total = f if total is None else total + f
+    assert total is not None
+    np.save(out_dir / "features.npy", total, allow_pickle=False)
+
+
+@dataclass(frozen=True)
+class _MergeRange:
+    """The unique union of the n-gram parts' values in one range of the uint64 space."""
+
+    parts: str
+    n: int
+    n_units: int
+    n_ranges: int
+
+    def __call__(self, r: int) -> Summary:
+        step = (1 << 64) // self.n_ranges
+        lo = np.uint64(r * step)
+        pieces = []
+        for u in range(self.n_units):
+            arr = np.load(Path(self.parts) / f"u{u:06d}-n{self.n}.npy", mmap_mode="r")
+            a = int(np.searchsorted(arr, lo, side="left")) if r else 0
+            if r == self.n_ranges - 1:
+                b = arr.size
+            else:
+                b = int(np.searchsorted(arr, np.uint64((r + 1) * step), side="left"))
+            if b > a:
+                pieces.append(np.array(arr[a:b]))
+            del arr
+        merged = np.unique(np.concatenate(pieces)) if pieces else np.empty(0, np.uint64)
+        _save_part(self.parts, f"merged-n{self.n}-r{r:06d}", merged)
+        return {"count": int(merged.size)}
+
+
+def _merge_ngrams(
+    parts: Path, out_dir: Path, cfg: LexicalConfig, n_units: int, engine: Engine, progress: bool
+) -> dict[str, int]:
+    """``ngrams_<n>.npy`` for each n: sorted unique union of the units' sorted sets."""
+    counts = {}
+    for n in cfg.ngram_sizes:
+        upper = sum(_npy_len(parts / f"u{u:06d}-n{n}.npy") for u in range(n_units))
+        n_ranges = 1 << max(0, int(np.ceil(np.log2(max(upper, 1) / MERGE_RANGE_VALUES))))
+        merge = _MergeRange(str(parts), n, n_units, n_ranges)
+        summaries = engine.map_units(
+            merge, list(range(n_ranges)), desc=f"merge {n}-grams", progress=progress
+        )
+        total = sum(int(s["count"]) for s in summaries)
+        target = out_dir / f"ngrams_{n}.npy"
+        if total == 0:
+            np.save(target, np.empty(0, np.uint64), allow_pickle=False)
+        else:
+            out = np.lib.format.open_memmap(target, mode="w+", dtype=np.uint64, shape=(total,))
+            pos = 0
+            for r, s in enumerate(summaries):
+                k = int(s["count"])
+                if k:
+                    out[pos : pos + k] = np.load(parts / f"merged-n{n}-r{r:06d}.npy", mmap_mode="r")
+                pos += k
+            out.flush()
+            del out
+        counts[str(n)] = total
+    return counts
+
+
+def _npy_len(path: Path) -> int:
+    return int(np.load(path, mmap_mode="r").shape[0])

@@ -1,0 +1,256 @@
+"""A probe corpus on disk as shards: listing, work units, batched reading, content hash.
+
+A corpus too large for memory is a directory (or list) of ProbeCorpus shards, parquet
+(``*.parquet``) or JSON lines (``*.jsonl``, ``*.jsonl.gz``), each row ``model``, ``doc_id``,
+``text`` (``origin`` is not read). Its row order is the shards' order (sorted by file name),
+then the order inside each; it must be ascending in ``doc_id``, which makes row numbers the
+same as in :func:`simscope.lexical.index.corpus_texts` of the same corpus in memory.
+:func:`write_corpus_shards` writes a frame that way.
+
+The corpus's content hash (:class:`RowHash`) is computed in parallel: a polynomial over the
+rows' own xxh3-128 digests, so each unit hashes its rows and the driver combines the units'
+sums by their row offsets. It depends on the texts and their order only, not on the sharding.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
+import xxhash
+
+from simscope.errors import SimscopeError
+from simscope.records import PROBE_SCHEMA, check_frame
+
+SHARD_SUFFIXES: Final = (".parquet", ".jsonl", ".jsonl.gz")
+_COLUMNS: Final = ("model", "doc_id", "text")
+
+
+@dataclass(frozen=True)
+class CorpusShards:
+    """The shard files of one model's probe corpus, in row order."""
+
+    paths: tuple[Path, ...]
+
+    @classmethod
+    def from_path(cls, path: Path | str | Sequence[Path | str]) -> CorpusShards:
+        """A directory's shard files (sorted by name), one shard file, or a list of files."""
+        if isinstance(path, str | Path):
+            p = Path(path)
+            if p.is_dir():
+                files = sorted(f for f in p.iterdir() if f.name.endswith(SHARD_SUFFIXES))
+                if not files:
+                    raise SimscopeError(
+                        f"{p}: no corpus shards (expected files ending in "
+                        f"{', '.join(SHARD_SUFFIXES)})"
+                    )
+            else:
+                files = [p]
+        else:
+            files = [Path(f) for f in path]
+        for f in files:
+            if not f.is_file():
+                raise SimscopeError(f"{f}: no such corpus shard")
+            if not f.name.endswith(SHARD_SUFFIXES):
+                raise SimscopeError(
+                    f"{f}: unknown shard format; expected a name ending in "
+                    f"{', '.join(SHARD_SUFFIXES)}"
+                )
+        return cls(tuple(files))
+
+
+@dataclass(frozen=True)
+class ShardUnit:
+    """One work unit: some row groups of a parquet shard, or a whole JSONL shard."""
+
+    index: int
+    path: str
+    row_groups: tuple[int, ...] | None  # None: the whole file
+    rows: int | None  # known for parquet (from its footer), None for JSONL
+
+
+def plan_units(shards: CorpusShards, unit_docs: int) -> list[ShardUnit]:
+    """Cut the shards into units of about ``unit_docs`` rows (whole parquet row groups)."""
+    units: list[ShardUnit] = []
+    for path in shards.paths:
+        if path.name.endswith(".parquet"):
+            meta = pq.ParquetFile(path).metadata
+            group: list[int] = []
+            rows = 0
+            for g in range(meta.num_row_groups):
+                group.append(g)
+                rows += meta.row_group(g).num_rows
+                if rows >= unit_docs:
+                    units.append(ShardUnit(len(units), str(path), tuple(group), rows))
+                    group, rows = [], 0
+            if group:
+                units.append(ShardUnit(len(units), str(path), tuple(group), rows))
+        else:
+            units.append(ShardUnit(len(units), str(path), None, None))
+    return units
+
+
+@dataclass
+class UnitBatch:
+    """A batch of rows read from a unit."""
+
+    models: list[str]
+    doc_ids: list[str]
+    texts: list[str]
+
+
+def read_unit(unit: ShardUnit, batch_docs: int) -> Iterator[UnitBatch]:
+    """The unit's rows in batches of at most ``batch_docs``, checked against ProbeCorpus."""
+    if unit.path.endswith(".parquet"):
+        yield from _read_parquet(unit, batch_docs)
+    else:
+        yield from _read_jsonl(Path(unit.path), batch_docs)
+
+
+def _read_parquet(unit: ShardUnit, batch_docs: int) -> Iterator[UnitBatch]:
+    file = pq.ParquetFile(unit.path)
+    missing = [c for c in _COLUMNS if c not in file.schema_arrow.names]
+    if missing:
+        raise SimscopeError(
+            f"{unit.path}: ProbeCorpus shard: missing column(s) {', '.join(map(repr, missing))}; "
+            f"expected {list(PROBE_SCHEMA)}, found {file.schema_arrow.names}"
+        )
+    for rb in file.iter_batches(
+        batch_size=batch_docs, row_groups=list(unit.row_groups or ()), columns=list(_COLUMNS)
+    ):
+        cols = {name: rb.column(name).to_pylist() for name in _COLUMNS}
+        for name in _COLUMNS:
+            if any(not isinstance(v, str) for v in cols[name]):
+                bad = next(v for v in cols[name] if not isinstance(v, str))
+                raise SimscopeError(
+                    f"{unit.path}: ProbeCorpus shard: column {name!r}: expected strings, "
+                    f"found {bad!r}"
+                )
+        yield UnitBatch(cols["model"], cols["doc_id"], cols["text"])
+
+
+def _read_jsonl(path: Path, batch_docs: int) -> Iterator[UnitBatch]:
+    opener: Any = gzip.open if path.name.endswith(".gz") else open
+    batch = UnitBatch([], [], [])
+    with opener(path, "rt", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SimscopeError(f"{path}:{lineno}: invalid JSON ({e})") from None
+            for name in _COLUMNS:
+                value = row.get(name) if isinstance(row, dict) else None
+                if not isinstance(value, str):
+                    raise SimscopeError(
+                        f"{path}:{lineno}: field {name!r}: expected a string, found {value!r}"
+                    )
+            batch.models.append(row["model"])
+            batch.doc_ids.append(row["doc_id"])
+            batch.texts.append(row["text"])
+            if len(batch.texts) >= batch_docs:
+                yield batch
+                batch = UnitBatch([], [], [])
+    if batch.texts:
+        yield batch
+
+
+def write_corpus_shards(
+    corpus: pl.DataFrame,
+    directory: Path,
+    *,
+    rows_per_shard: int = 1 << 20,
+    row_group_rows: int = 8192,
+) -> CorpusShards:
+    """Write a ProbeCorpus frame as parquet shards in ``doc_id`` order (the index row order)."""
+    corpus = check_frame(corpus, PROBE_SCHEMA, "ProbeCorpus").sort("doc_id")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, start in enumerate(range(0, max(corpus.height, 1), rows_per_shard)):
+        path = directory / f"part-{k:05d}.parquet"
+        corpus.slice(start, rows_per_shard).write_parquet(path, row_group_size=row_group_rows)
+        paths.append(path)
+    return CorpusShards(tuple(paths))
+
+
+# ---- content hash ---------------------------------------------------------------------------
+
+_BASES: Final = (0x9E3779B97F4A7C15, 0xD1B54A32D192ED03)  # odd: invertible modulo 2^64
+_M64: Final = (1 << 64) - 1
+
+
+class RowHash:
+    """Content hash of a unit's texts, combinable across units by their row offsets.
+
+    ``H = sum_i d_i * B^i mod 2^64`` per 64-bit lane of each row's xxh3-128 digest ``d_i``, with
+    ``i`` the global row number, so it is order-sensitive and a unit's sum starting at row 0
+    is shifted to its offset ``o`` by multiplying with ``B^o``.
+    """
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.lanes = [0, 0]
+
+    def update(self, texts: list[str]) -> None:
+        n = len(texts)
+        if not n:
+            return
+        digests = [xxhash.xxh3_128_intdigest(t.encode("utf-8")) for t in texts]
+        lanes = (
+            np.fromiter((d & _M64 for d in digests), dtype=np.uint64, count=n),
+            np.fromiter((d >> 64 for d in digests), dtype=np.uint64, count=n),
+        )
+        for k, base in enumerate(_BASES):
+            powers = _powers(base, n)
+            with np.errstate(over="ignore"):
+                local = int(np.sum(lanes[k] * powers, dtype=np.uint64))
+            self.lanes[k] = (self.lanes[k] + local * pow(base, self.rows, 1 << 64)) & _M64
+        self.rows += n
+
+    def summary(self) -> list[int]:
+        return [self.rows, *self.lanes]
+
+    @staticmethod
+    def combine(summaries: Sequence[Sequence[int]]) -> str:
+        """The corpus hash from the units' ``summary()``, in row order."""
+        total = [0, 0]
+        offset = 0
+        for rows, *lanes in summaries:
+            for k, base in enumerate(_BASES):
+                total[k] = (total[k] + int(lanes[k]) * pow(base, offset, 1 << 64)) & _M64
+            offset += int(rows)
+        digest = xxhash.xxh3_128_hexdigest(f"{offset}:{total[0]}:{total[1]}".encode())
+        return f"rowhash1:{digest}"
+
+
+_POWER_CACHE: dict[int, np.ndarray] = {}
+
+
+def _powers(base: int, n: int) -> np.ndarray:
+    table = _POWER_CACHE.get(base)
+    if table is None or table.size < n:
+        size = max(n, 1 << 14)
+        table = np.empty(size, dtype=np.uint64)
+        table[0] = 1
+        table[1:] = np.uint64(base)
+        with np.errstate(over="ignore"):
+            np.cumprod(table, out=table)
+        _POWER_CACHE[base] = table
+    return table[:n]
+
+
+def hash_corpus_texts(texts: Sequence[str]) -> str:
+    """:class:`RowHash` of texts held in memory (what the engine computes from shards)."""
+    h = RowHash()
+    for lo in range(0, len(texts), 1 << 14):
+        h.update(list(texts[lo : lo + (1 << 14)]))
+    return RowHash.combine([h.summary()])
