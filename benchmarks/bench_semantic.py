@@ -1,0 +1,243 @@
+"""Benchmark the semantic stage: embedding throughput and agreement, cache, FAISS search.
+
+Runs, in one process and on the same texts (HH-RLHF chosen transcripts, "long", and single
+HH-RLHF assistant replies, "short"):
+
+- sentence-transformers' default ``encode`` (fp32, batch 32): the baseline;
+- the encoder back-ends simscope can pick (torch bf16 weights, OpenVINO fp32 and bf16), each
+  truncating at the model window like the baseline, with their cosine agreement to it;
+- simscope's full ``Embedder.embed`` (default back-end, long texts windowed and pooled rather
+  than truncated, duplicates removed) on an empty cache, and again on the warm cache;
+- FAISS exact (IndexFlatIP) vs HNSW and IVF at a size above the exact cut-off: build time,
+  query time and recall@10 against exact. The vectors are real embeddings from the run
+  above, resampled with small noise to reach ``--faiss-rows`` (no larger real set is bundled).
+
+Prints one table (median of ``--repeats``). Usage::
+
+    .venv/bin/python benchmarks/bench_semantic.py --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import faiss
+
+from simscope.semantic.config import SemanticConfig
+from simscope.semantic.embed import (
+    Embedder,
+    _compile_openvino,
+    _load_sentence_transformer,
+    cpu_has_bf16,
+)
+
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+
+
+def load_texts(n_long: int, n_short: int) -> dict[str, list[str]]:
+    with gzip.open(DATA / "hh-rlhf-harmless-base-test.jsonl.gz", "rt", encoding="utf-8") as f:
+        records = [json.loads(line) for line in f]
+    long = [r["chosen"].strip() for r in records[:n_long]]
+    replies = []
+    for r in records:
+        reply = r["chosen"].rsplit("\n\nAssistant:", 1)[-1].strip()
+        if reply:
+            replies.append(reply)
+    return {"long": long, "short": replies[:n_short]}
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def timed(fn: Callable[[], np.ndarray], repeats: int) -> tuple[float, np.ndarray]:
+    times, out = [], np.empty(0)
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--n-long", type=int, default=300)
+    ap.add_argument("--n-short", type=int, default=1000)
+    ap.add_argument("--faiss-rows", type=int, default=100_000)
+    ap.add_argument("--faiss-queries", type=int, default=2000)
+    args = ap.parse_args()
+    texts = load_texts(args.n_long, args.n_short)
+    rows: list[tuple[str, str, int, float, str, str]] = []
+    cfg = SemanticConfig()
+    path = Embedder(cfg).path
+    st_fp32 = _load_sentence_transformer(path, "fp32")
+    st_bf16 = _load_sentence_transformer(path, "bf16")
+    t = time.perf_counter()
+    _compile_openvino(path, "bf16")
+    _compile_openvino(path, "fp32")
+    setup_s = time.perf_counter() - t
+    ov = {p: Embedder(SemanticConfig(precision=p), backend="openvino") for p in ("fp32", "bf16")}
+    for e in ov.values():  # warm up
+        e._encode_pieces(["warm up"] * 8, False)
+    st_fp32.encode(["warm up"] * 8)
+    st_bf16.encode(["warm up"] * 8)
+    all_vectors = []
+    for kind, data in texts.items():
+        base_s, base = timed(lambda d=data: st_fp32.encode(d, batch_size=32), args.repeats)
+        base = unit(base)
+        all_vectors.append(base)
+        rows.append(
+            (kind, "sentence-transformers encode fp32 (baseline)", len(data), base_s, "1.00", "1")
+        )
+
+        def agree(vectors: np.ndarray, base: np.ndarray = base) -> str:
+            cos = np.sum(unit(vectors) * base, axis=1)
+            return f"{cos.mean():.5f} (min {cos.min():.4f})"
+
+        candidates: list[tuple[str, Callable[[], np.ndarray]]] = [
+            (
+                "torch bf16 weights",
+                lambda d=data: (
+                    st_bf16.encode(d, batch_size=32, convert_to_tensor=True).float().numpy()
+                ),
+            ),
+            ("openvino fp32", lambda d=data: ov["fp32"]._encode_pieces(d, False)),
+            (
+                "openvino bf16 (simscope default)",
+                lambda d=data: ov["bf16"]._encode_pieces(d, False),
+            ),
+        ]
+        for name, fn in candidates:
+            s, vectors = timed(fn, args.repeats)
+            rows.append((kind, name, len(data), s, f"{base_s / s:.2f}", agree(vectors)))
+
+        # The whole stage: windows long texts (embeds every token), dedups, caches.
+        embed_times, cached_times = [], []
+        for _ in range(args.repeats):
+            with tempfile.TemporaryDirectory() as root:
+                e = Embedder(cfg)
+                t = time.perf_counter()
+                e.embed(data, e.cache(Path(root)), progress=False)
+                embed_times.append(time.perf_counter() - t)
+                fresh = Embedder(cfg)  # new cache object: the vectors come from disk
+                t = time.perf_counter()
+                fresh.embed(data, fresh.cache(Path(root)), progress=False)
+                cached_times.append(time.perf_counter() - t)
+                assert fresh.texts_encoded == 0
+        s = statistics.median(embed_times)
+        rows.append(
+            (
+                kind,
+                "simscope embed, empty cache (windowed)",
+                len(data),
+                s,
+                f"{base_s / s:.2f}",
+                "n/a: pools all tokens",
+            )
+        )
+        s = statistics.median(cached_times)
+        rows.append(
+            (
+                kind,
+                "simscope embed, warm cache (re-run)",
+                len(data),
+                s,
+                f"{base_s / s:.0f}",
+                "identical",
+            )
+        )
+
+    print(
+        f"# CPU: {os.cpu_count()} cores, native bf16: {cpu_has_bf16()}; "
+        f"openvino convert+compile (once per process): {setup_s:.1f} s; "
+        f"median of {args.repeats}",
+        file=sys.stdout,
+    )
+    print()
+    print("| texts | method | n | median s | texts/s | speed-up | cosine to baseline (mean, min) |")
+    print("|---|---|---|---|---|---|---|")
+    for kind, name, n, s, ratio, quality in rows:
+        print(f"| {kind} | {name} | {n} | {s:.3f} | {n / s:.1f} | {ratio}x | {quality} |")
+    print()
+    faiss_table(np.concatenate(all_vectors), args)
+
+
+def faiss_table(real: np.ndarray, args: argparse.Namespace) -> None:
+    rng = np.random.default_rng(0)
+    n, d = args.faiss_rows, real.shape[1]
+    base = real[rng.integers(0, real.shape[0], size=n)]
+    data = unit(base + rng.normal(scale=0.02, size=base.shape).astype(np.float32))
+    queries = unit(
+        real[rng.integers(0, real.shape[0], size=args.faiss_queries)]
+        + rng.normal(scale=0.02, size=(args.faiss_queries, d)).astype(np.float32)
+    )
+    k = 10
+    results: list[tuple[str, float, float, float]] = []
+    truth = None
+    nlist = int(4 * np.sqrt(n))
+    configs: list[tuple[str, Callable[[], faiss.Index]]] = [
+        ("exact IndexFlatIP", lambda: faiss.IndexFlatIP(d)),
+        ("HNSW M=32 efC=80 efS=128 (simscope above cut-off)", lambda: _hnsw(d)),
+        (f"IVF-Flat nlist={nlist} nprobe=16", lambda: _ivf(d, nlist, data)),
+    ]
+    for name, make in configs:
+        build, search, recall = [], [], []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            index = make()
+            index.add(data)
+            build.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            _, ids = index.search(queries, k)
+            search.append(time.perf_counter() - t)
+            if truth is None:
+                truth = ids
+            recall.append(
+                float(np.mean([len(set(a) & set(b)) / k for a, b in zip(truth, ids, strict=True)]))
+            )
+        results.append(
+            (name, statistics.median(build), statistics.median(search), statistics.median(recall))
+        )
+    print(
+        f"FAISS, {n} rows x {d} dims (real embeddings resampled with noise), "
+        f"{args.faiss_queries} queries, k={k}"
+    )
+    print()
+    print("| index | build s | search s | queries/s | recall@10 vs exact |")
+    print("|---|---|---|---|---|")
+    for name, b, s, r in results:
+        print(f"| {name} | {b:.2f} | {s:.3f} | {args.faiss_queries / s:.0f} | {r:.4f} |")
+
+
+def _hnsw(d: int) -> faiss.Index:
+    index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 80
+    index.hnsw.efSearch = 128
+    return index
+
+
+def _ivf(d: int, nlist: int, data: np.ndarray) -> faiss.Index:
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.train(data[: min(len(data), 50 * nlist)])
+    index.nprobe = 16
+    return index
+
+
+if __name__ == "__main__":
+    main()
