@@ -50,6 +50,24 @@ def progress_enabled(ctx: click.Context) -> bool:
 # ---- commands are registered below, one block per stage -----------------------------------
 
 
+# ---- report: one self-contained HTML file from a run directory ----------------------------
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "-o", "--out", type=click.Path(dir_okay=False), help="HTML out (default RUN_DIR/report.html)."
+)
+def report(run_dir: str, out: str | None) -> None:
+    """Write the HTML report from a run's outputs (profile.parquet, selection.parquet, ...)."""
+    from pathlib import Path
+
+    from simscope.report import load_report_inputs, write_report
+
+    target = Path(out) if out else Path(run_dir) / "report.html"
+    click.echo(write_report(load_report_inputs(Path(run_dir)), target))
+
+
 def main() -> None:
     """Console entry point."""
     cli(prog_name="simscope")

@@ -1,0 +1,65 @@
+"""Read a ReportInputs from the files a run leaves in its output directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Final
+
+import polars as pl
+
+from simscope.errors import SimscopeError
+from simscope.report.html import ReportInputs
+
+REPORT_FILES: Final = {
+    "profile": "profile.parquet",
+    "selection": "selection.parquet",
+    "cv_summary": "cv_summary.json",
+    "examples": "examples.json",
+    "embedding_map": "embedding_map.parquet",
+    "provenance": "provenance.json",
+}
+"""ReportInputs field -> file name in a run directory; only the profile is required."""
+
+
+def load_report_inputs(run_dir: Path) -> ReportInputs:
+    """The report's inputs from ``run_dir``; a missing optional file means "not run"."""
+    run_dir = Path(run_dir)
+    profile_path = run_dir / REPORT_FILES["profile"]
+    if not profile_path.is_file():
+        raise SimscopeError(
+            f"{profile_path}: not found; expected the Profile table of a run in {run_dir}. "
+            "Run `simscope run CONFIG.toml` first, or point at its output directory"
+        )
+
+    def parquet(field: str) -> pl.DataFrame | None:
+        path = run_dir / REPORT_FILES[field]
+        return pl.read_parquet(path) if path.is_file() else None
+
+    def read_json(field: str, default: Any) -> Any:
+        path = run_dir / REPORT_FILES[field]
+        if not path.is_file():
+            return default
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise SimscopeError(
+                f"{path}:{e.lineno}: invalid JSON ({e.msg}); rewrite the file or rerun the stage"
+            ) from None
+
+    examples = read_json("examples", [])
+    if not isinstance(examples, list):
+        raise SimscopeError(
+            f"{run_dir / REPORT_FILES['examples']}: expected a JSON list of examples, "
+            f"found {type(examples).__name__}"
+        )
+    cv = read_json("cv_summary", None)
+    provenance = read_json("provenance", {})
+    return ReportInputs(
+        profile=pl.read_parquet(profile_path),
+        selection=parquet("selection"),
+        cv_summary=cv if isinstance(cv, dict) else None,
+        examples=examples,
+        embedding_map=parquet("embedding_map"),
+        provenance=provenance if isinstance(provenance, dict) else {"provenance": provenance},
+    )
