@@ -68,6 +68,217 @@ def report(run_dir: str, out: str | None) -> None:
     click.echo(write_report(load_report_inputs(Path(run_dir)), target))
 
 
+# ---- probe: sample a model, import a corpus, score likelihoods ----------------------------
+
+
+@cli.group()
+def probe() -> None:
+    """Probe corpora and likelihoods: sample a model, import a corpus, score texts."""
+
+
+_DEVICE = click.Choice(["auto", "cpu", "cuda", "mps"])
+_DTYPE = click.Choice(["auto", "float32", "bfloat16", "float16"])
+
+
+@probe.command("generate")
+@click.argument("model")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Parquet out.")
+@click.option("--name", help="Model name in the corpus (default: MODEL as given).")
+@click.option("--n-docs", default=1000, show_default=True, type=int)
+@click.option("--batch-size", default=16, show_default=True, type=int)
+@click.option("--max-new-tokens", default=256, show_default=True, type=int)
+@click.option("--temperature", default=1.0, show_default=True, type=float, help="0 = greedy.")
+@click.option("--top-p", default=1.0, show_default=True, type=float)
+@click.option("--prefix", "prefixes", multiple=True, help="A neutral prefix (repeatable).")
+@click.option(
+    "--unconditional/--no-unconditional",
+    default=True,
+    show_default=True,
+    help="Also sample from the start token alone.",
+)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--chunk-docs", default=256, show_default=True, type=int, help="Resume unit.")
+@click.option("--device", default="auto", show_default=True, type=_DEVICE)
+@click.option("--dtype", default="auto", show_default=True, type=_DTYPE)
+@click.option("--revision", help="Hub revision of a cached model id.")
+@click.option("--trust-remote-code", is_flag=True, help="Run the model repo's own code.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.pass_context
+def probe_generate(ctx: click.Context, model: str, out: str, **opts: Any) -> None:
+    """Sample MODEL (a local directory or a cached hub id) into a ProbeCorpus parquet.
+
+    An interrupted run resumes when rerun with the same settings.
+    """
+    from pathlib import Path
+
+    from simscope.probe.generate import GenerationConfig, generate_corpus
+
+    prefixes = ([""] if opts.pop("unconditional") else []) + list(opts.pop("prefixes"))
+    if not prefixes:
+        raise SimscopeError("probe generate: --no-unconditional needs at least one --prefix")
+    keys = ("n_docs", "batch_size", "max_new_tokens", "temperature", "top_p", "seed")
+    config = GenerationConfig(
+        prefixes=tuple(prefixes),
+        chunk_docs=opts.pop("chunk_docs"),
+        **{k: opts.pop(k) for k in keys},
+    )
+    corpus = generate_corpus(model, Path(out), config, progress=progress_enabled(ctx), **opts)
+    click.echo(f"wrote {corpus.height} documents of {model} to {out}")
+
+
+@probe.command("import")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Parquet out.")
+@click.option("--model", help="Model the corpus stands for (kept from a ProbeCorpus if unset).")
+@click.option("--text-field", default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "json", "csv", "parquet", "txt"]))
+@click.option(
+    "--txt-unit",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "paragraph", "line", "file"]),
+    help="Documents of a text file (auto: paragraphs of a file, whole files in a directory).",
+)
+@click.option("--n-docs", type=int, help="Keep a seeded uniform sample of this many.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--min-chars", default=1, show_default=True, type=int)
+@click.option("--max-chars", type=int)
+@click.option("--no-dedupe", is_flag=True, help="Keep exact duplicates.")
+@click.option("--skip-bad", is_flag=True, help="Skip records without a string text; count them.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def probe_import(path: str, out: str, fmt: str | None, no_dedupe: bool, **opts: Any) -> None:
+    """Import a corpus made elsewhere (JSONL/JSON/CSV/Parquet, .txt, directory) as a ProbeCorpus."""
+    from pathlib import Path
+
+    from simscope.probe.corpus import write_probe_corpus
+    from simscope.probe.importer import load_corpus
+
+    overwrite = opts.pop("overwrite")
+    if Path(out).exists() and not overwrite:
+        raise SimscopeError(f"{out}: already exists; remove it or pass --overwrite")
+    result = load_corpus(Path(path), format=fmt, dedupe=not no_dedupe, **opts)
+    write_probe_corpus(result.corpus, Path(out), result.metadata)
+    s = result.stats
+    click.echo(
+        f"wrote {s.n_kept} documents to {out} (read {s.n_read}; dropped: bad {s.n_bad}, "
+        f"empty {s.n_empty}, too short {s.n_too_short}, too long {s.n_too_long}, duplicates "
+        f"{s.n_duplicates}, sampled out {s.n_sampled_out})"
+    )
+
+
+@probe.command("score")
+@click.argument("prefs", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    help="A model directory or cached hub id, optionally NAME=PATH (repeatable).",
+)
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Profile out.")
+@click.option(
+    "--reference",
+    "references",
+    multiple=True,
+    help="A reference corpus NAME=PATH (any input of `probe import`; repeatable).",
+)
+@click.option("--presence-out", type=click.Path(dir_okay=False), help="Presence table out.")
+@click.option("--first-k", default=32, show_default=True, type=int)
+@click.option("--max-tokens", type=int, help="Tokens scored per text (default: context, ≤1024).")
+@click.option("--batch-size", default=16, show_default=True, type=int)
+@click.option("--n-boot", default=200, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--no-agreement", is_flag=True, help="Skip the zero-shot preference signal.")
+@click.option("--device", default="auto", show_default=True, type=_DEVICE)
+@click.option("--dtype", default="auto", show_default=True, type=_DTYPE)
+@click.option("--trust-remote-code", is_flag=True, help="Run the model repo's own code.")
+@click.pass_context
+def probe_score(
+    ctx: click.Context,
+    prefs: str,
+    models: tuple[str, ...],
+    out: str,
+    references: tuple[str, ...],
+    presence_out: str | None,
+    **opts: Any,
+) -> None:
+    """Score a PreferenceSet parquet (PREFS) with each model: likelihood.* Profile rows.
+
+    With --reference corpora, also each model's presence distribution over them and the
+    Jensen-Shannon distance between models.
+    """
+    from pathlib import Path
+
+    import polars as pl
+
+    from simscope.probe.importer import import_corpus
+    from simscope.probe.likelihood import (
+        LikelihoodConfig,
+        presence_distances,
+        score_preferences,
+        score_reference_corpora,
+    )
+    from simscope.probe.model import load_model
+    from simscope.records import PREFERENCE_SCHEMA, PROFILE_SCHEMA, check_frame
+    from simscope.storage import write_parquet
+
+    try:
+        prefs_df = check_frame(pl.read_parquet(prefs), PREFERENCE_SCHEMA, "PreferenceSet", prefs)
+    except pl.exceptions.ComputeError as e:
+        raise SimscopeError(
+            f"{prefs}: not a readable parquet file ({str(e).splitlines()[0]}); expected a "
+            "PreferenceSet parquet (pair_id, prompt, chosen, rejected, source)"
+        ) from None
+    refs: dict[str, list[str]] = {}
+    for spec_ in references:
+        name, sep, ref_path = spec_.partition("=")
+        if not sep or not name or not ref_path:
+            raise SimscopeError(f"--reference: expected NAME=PATH, found {spec_!r}")
+        texts = import_corpus(Path(ref_path), model=name).get_column("text").to_list()
+        refs[name] = texts
+    cfg = LikelihoodConfig(
+        first_k_tokens=opts.pop("first_k"),
+        max_tokens=opts.pop("max_tokens"),
+        batch_size=opts.pop("batch_size"),
+    )
+    progress = progress_enabled(ctx)
+    profiles, presence = [], []
+    for spec_ in models:
+        name, sep, ref = spec_.partition("=")
+        if not sep or "/" in name:
+            name, ref = spec_, spec_
+        lm = load_model(
+            ref,
+            device=opts["device"],
+            dtype=opts["dtype"],
+            trust_remote_code=opts["trust_remote_code"],
+            name=name,
+        )
+        scores = score_preferences(
+            lm,
+            prefs_df,
+            cfg,
+            agreement=not opts["no_agreement"],
+            n_boot=opts["n_boot"],
+            seed=opts["seed"],
+            progress=progress,
+        )
+        profiles.append(scores.profile)
+        if refs:
+            presence.append(score_reference_corpora(lm, refs, cfg, progress=progress))
+    profile = pl.concat(profiles) if profiles else pl.DataFrame(schema=PROFILE_SCHEMA)
+    write_parquet(profile, Path(out))
+    with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, fmt_str_lengths=40):
+        click.echo(profile.filter(pl.col("topic").is_null()).drop("topic"))
+        if presence:
+            table = pl.concat(presence)
+            if presence_out:
+                write_parquet(table, Path(presence_out))
+            click.echo(table)
+            if len(presence) > 1:
+                click.echo(presence_distances(table))
+
+
 def main() -> None:
     """Console entry point."""
     cli(prog_name="simscope")

@@ -93,6 +93,79 @@ _add(
 )
 
 
+# -- likelihood ----------------------------------------------------------------------------
+# Texts are scored by each candidate base model, conditioned on its start token (BOS, or EOS
+# without one); texts longer than the context (or max_tokens, 1024 by default) are cut to
+# their first tokens. Family "likelihood": how at home the model is in the preference data.
+_add(
+    MetricSpec(
+        name="likelihood.mean_logprob_first*",
+        definition=(
+            "Mean over the slice's texts of the mean natural-log probability per token that "
+            "the model gives the text's first K tokens (K after 'first', 32 by default). "
+            "Depends on the tokenizer: compare models with one tokenizer, or use bits per byte."
+        ),
+        closer_when="higher",
+        family="likelihood",
+        reference="simscope; language-model likelihood as a domain signal, as in "
+        "perplexity-based data selection (Wenzek et al. 2020, CCNet; Marion et al. 2023)",
+        range=None,
+    ),
+    MetricSpec(
+        name="likelihood.bits_per_byte",
+        definition=(
+            "Mean over the slice's texts of the negative log2-probability of the text's tokens "
+            "divided by its UTF-8 bytes (over the part scored). Comparable across tokenizers."
+        ),
+        closer_when="lower",
+        family="likelihood",
+        reference="Gao et al. 2020, 'The Pile' (bits per UTF-8 byte)",
+        range=None,
+    ),
+    MetricSpec(
+        name="likelihood.pref_agreement",
+        definition=(
+            "Zero-shot preference signal, reported under slice 'chosen' (it uses all three "
+            "slices): share of preference pairs for which the model gives the chosen response "
+            "a higher mean log-probability per token, given the prompt (the prompt's last "
+            "tokens when it is long; responses cut to 256 tokens), than the rejected one; ties "
+            "count 1/2, pairs with identical or empty responses are left out. 0.5 = no "
+            "agreement beyond chance; bootstrap over pairs."
+        ),
+        closer_when="higher",
+        family="likelihood",
+        reference="simscope; length-normalized likelihood scoring of candidate answers, as "
+        "in zero-shot multiple-choice evaluation (Brown et al. 2020, GPT-3)",
+    ),
+    MetricSpec(
+        name="likelihood.pref_logprob_margin",
+        definition=(
+            "Mean over preference pairs of (chosen minus rejected) mean log-probability per "
+            "token given the prompt, in nats, under slice 'chosen'; > 0 when the model already "
+            "prefers the chosen responses."
+        ),
+        closer_when="higher",
+        family="likelihood",
+        reference="As likelihood.pref_agreement",
+        range=None,
+    ),
+    MetricSpec(
+        name="likelihood.presence_js_distance",
+        definition=(
+            "Between two models (a table of model pairs, not a Profile row): Jensen-Shannon "
+            "distance (base 2, in [0, 1]) between their presence distributions over named "
+            "reference corpora, a model's presence on corpus c being softmax over corpora of "
+            "-bits_per_byte(c) / 0.1 (a constant shift of a model's bits per byte cancels). "
+            "0 = the two models are relatively most at home in the same corpora."
+        ),
+        closer_when="lower",
+        family="likelihood",
+        reference="Lin 1991 (Jensen-Shannon divergence); Endres & Schindelin 2003 (its square "
+        "root is a metric)",
+    ),
+)
+
+
 # -- semantic ------------------------------------------------------------------------------
 # Embeddings: all-MiniLM-L6-v2 by default, unit vectors, cosine similarity. Corpus documents are
 # cut into chunks of about the slice's median word count (a power of 2 in [16, 128]); texts
