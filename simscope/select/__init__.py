@@ -8,6 +8,7 @@ Modules: ``tables`` (reading inputs), ``features`` (the feature matrix), ``predi
 
 from simscope.select.core import (
     SelectionResult,
+    cli_select,
     format_result,
     select_models,
     write_selection,
@@ -16,6 +17,7 @@ from simscope.select.tables import (
     BUNDLED_BENCHMARKS,
     read_benchmarks,
     read_model_map,
+    read_profile,
     read_rm_results,
     rename_models,
 )
@@ -23,9 +25,11 @@ from simscope.select.tables import (
 __all__ = [
     "BUNDLED_BENCHMARKS",
     "SelectionResult",
+    "cli_select",
     "format_result",
     "read_benchmarks",
     "read_model_map",
+    "read_profile",
     "read_rm_results",
     "rename_models",
     "select_models",

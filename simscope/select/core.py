@@ -35,7 +35,15 @@ from simscope.select.cv import (
 )
 from simscope.select.features import FeatureMatrix, build_features
 from simscope.select.predictors import fit_predictor, predictor_specs
-from simscope.select.tables import profile_features
+from simscope.select.tables import (
+    Duplicates,
+    profile_features,
+    read_benchmarks,
+    read_model_map,
+    read_profile,
+    read_rm_results,
+    rename_models,
+)
 from simscope.select.uncertainty import (
     empirical_coverage,
     jackknife_plus,
@@ -131,6 +139,13 @@ def select_models(
     selection = _selection_frame(features, predicted, low, high, probability)
 
     weights = full.weights(features.names)
+    extrapolated = _extrapolated(features, full.columns_, full.coef_)
+    if extrapolated:
+        logger.warning(
+            "%d untried models lie outside the measured models' range of a feature the "
+            "predictor uses; their predictions are extrapolations",
+            len(extrapolated),
+        )
     summary = {
         "target_metric": target_metric,
         "seed": seed,
@@ -148,6 +163,7 @@ def select_models(
         "weights_unit": (
             f"{target_metric} points per training-SD of each feature (features standardized)"
         ),
+        "extrapolated": extrapolated,
         "predictors": table,
         "features": features.report,
         "notes": [
@@ -223,6 +239,20 @@ def _cv_table(
                 row["pair_tau_minus_best_baseline"] = row["pair_tau"] - table[best]["pair_tau"]
                 row["pair_tau_minus_best_baseline_ci"] = interval(taus[name] - taus[best], level)
     return table, level
+
+
+def _extrapolated(features: FeatureMatrix, columns: tuple[int, ...], coef: np.ndarray) -> list[str]:
+    """Untried models with a used feature outside the measured models' [min, max]."""
+    used = [c for c, w in zip(columns, coef, strict=True) if w != 0.0]
+    if not used:
+        return []
+    measured = features.measured
+    X = features.X[:, used]
+    low = np.nanmin(X[measured], axis=0)
+    high = np.nanmax(X[measured], axis=0)
+    with np.errstate(invalid="ignore"):
+        outside = ((low > X) | (high < X)).any(axis=1) & ~measured
+    return [m for m, o in zip(features.models, outside, strict=True) if o]
 
 
 def _selection_frame(
@@ -305,16 +335,23 @@ def format_result(result: SelectionResult, *, top: int = 20) -> str:
         f"{'rank':>4}  {'model':<44} {'observed':>8} {'predicted':>9} {'interval':>17} "
         f"{'p_best':>6}",
     ]
+    far = set(s.get("extrapolated", []))
     for row in result.selection.head(top).iter_rows(named=True):
         obs = f"{row['observed']:8.2f}" if row["observed"] is not None else f"{'-':>8}"
         lo = "-inf" if row["pi_low"] is None else f"{row['pi_low']:.1f}"
         hi = "inf" if row["pi_high"] is None else f"{row['pi_high']:.1f}"
+        mark = "*" if row["model"] in far else " "
         lines.append(
-            f"{row['rank']:>4}  {row['model'][:44]:<44} {obs} {row['predicted']:9.2f} "
+            f"{row['rank']:>4} {mark}{row['model'][:44]:<44} {obs} {row['predicted']:9.2f} "
             f"{'[' + lo + ', ' + hi + ']':>17} {row['p_best']:6.2f}"
         )
     if result.selection.height > top:
         lines.append(f"      ... {result.selection.height - top} more in selection.parquet")
+    if far:
+        lines.append(
+            f"   * {len(far)} untried models lie outside the measured models' range of a feature "
+            "the predictor uses: their predictions are extrapolations"
+        )
     lines += [
         "",
         f"Cross-validation over the measured models (tau: pairwise CV, "
@@ -323,7 +360,7 @@ def format_result(result: SelectionResult, *, top: int = 20) -> str:
     ]
     ks = [k for k in ("c@3", "c@5", "c@10") if k in s["predictors"]["constant"]]
     lines.append(
-        f"{'predictor':<16} {'tau':>21} {'spearman':>8} {'raw':>6} {'MAE':>7} "
+        f"{'predictor':<16} {'tau':>21} {'spearman':>8} {'raw':>6} {'MAE':>7}"
         + "".join(f" {k:>5}" for k in ks)
         + f" {'cover':>6}"
     )
@@ -338,3 +375,58 @@ def format_result(result: SelectionResult, *, top: int = 20) -> str:
         )
     lines += ["", result.verdict.text]
     return "\n".join(lines)
+
+
+def cli_select(
+    *,
+    profile: str | None,
+    benchmarks: str | None,
+    rm_results: str,
+    target: str,
+    rm_model_column: str = "model",
+    rm_where: Sequence[str] = (),
+    rm_duplicates: Duplicates = "error",
+    model_map: str | None = None,
+    candidates: Sequence[str] = (),
+    coverage: float = DEFAULT_COVERAGE,
+    n_boot: int = DEFAULT_N_BOOT,
+    out: str | None = None,
+    top: int = 20,
+    seed: int = 0,
+) -> str:
+    """``simscope select``: read the inputs, select, write if asked, return the text."""
+    where: dict[str, str] = {}
+    for item in rm_where:
+        column, sep, value = item.partition("=")
+        if not sep or not column:
+            raise SimscopeError(f"--rm-where: expected COLUMN=VALUE, found {item!r}")
+        where[column] = value
+    if profile is None and benchmarks is None:
+        raise SimscopeError(
+            "select: no features; give --benchmarks (a file or open-llm-leaderboard-v2) "
+            "and/or --profile"
+        )
+    names = read_model_map(model_map) if model_map else {}
+    rm = rename_models(
+        read_rm_results(
+            rm_results, model_column=rm_model_column, where=where, duplicates=rm_duplicates
+        ),
+        names,
+    )
+    bench = rename_models(read_benchmarks(benchmarks), names) if benchmarks else None
+    prof = rename_models(read_profile(profile), names) if profile else None
+    result = select_models(
+        prof,
+        bench,
+        rm,
+        target_metric=target,
+        seed=seed,
+        candidates=list(candidates) or None,
+        coverage=coverage,
+        n_boot=n_boot,
+    )
+    text = format_result(result, top=top)
+    if out:
+        table, summary = write_selection(result, out)
+        text += f"\n\nwrote {table} and {summary}"
+    return text

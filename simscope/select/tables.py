@@ -147,6 +147,25 @@ def rename_models(df: pl.DataFrame, model_map: Mapping[str, str]) -> pl.DataFram
     return df.with_columns(pl.col("model").replace(dict(model_map)))
 
 
+def read_profile(path: str | Path) -> pl.DataFrame:
+    """A Profile (long, ``PROFILE_SCHEMA``) from parquet or CSV."""
+    path = Path(path)
+    raw = _read_raw(path).drop("_row")
+    if path.suffix.lower() not in (".parquet", ".pq"):
+        for column in ("value", "ci_low", "ci_high"):
+            if column in raw.columns:
+                bad = _first_bad(raw.with_row_index("_row"), column)
+                if bad is not None:
+                    raise SimscopeError(
+                        f"{_where(path, bad[0])}: Profile: field {column!r}: expected a "
+                        f"number, found {bad[1]!r}; fix the cell"
+                    )
+                raw = raw.with_columns(_as_float(raw, column).alias(column))
+        if "topic" in raw.columns:
+            raw = raw.with_columns(pl.col("topic").replace("", None))
+    return check_frame(raw, PROFILE_SCHEMA, "Profile", str(path))
+
+
 def profile_features(profile: pl.DataFrame, where: str = "Profile") -> pl.DataFrame:
     """Wide Profile features: one row per model, one ``slice/metric`` column per whole-slice
     metric (rows with a null topic). Topic rows are left out: they are not comparable across
