@@ -50,24 +50,6 @@ def progress_enabled(ctx: click.Context) -> bool:
 # ---- commands are registered below, one block per stage -----------------------------------
 
 
-# ---- report: one self-contained HTML file from a run directory ----------------------------
-
-
-@cli.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option(
-    "-o", "--out", type=click.Path(dir_okay=False), help="HTML out (default RUN_DIR/report.html)."
-)
-def report(run_dir: str, out: str | None) -> None:
-    """Write the HTML report from a run's outputs (profile.parquet, selection.parquet, ...)."""
-    from pathlib import Path
-
-    from simscope.report import load_report_inputs, write_report
-
-    target = Path(out) if out else Path(run_dir) / "report.html"
-    click.echo(write_report(load_report_inputs(Path(run_dir)), target))
-
-
 # ---- probe: sample a model, import a corpus, score likelihoods ----------------------------
 
 
@@ -277,6 +259,82 @@ def probe_score(
             click.echo(table)
             if len(presence) > 1:
                 click.echo(presence_distances(table))
+
+
+# ---- report: one self-contained HTML file from a run directory ----------------------------
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "-o", "--out", type=click.Path(dir_okay=False), help="HTML out (default RUN_DIR/report.html)."
+)
+def report(run_dir: str, out: str | None) -> None:
+    """Write the HTML report from a run's outputs (profile.parquet, selection.parquet, ...)."""
+    from pathlib import Path
+
+    from simscope.report import load_report_inputs, write_report
+
+    target = Path(out) if out else Path(run_dir) / "report.html"
+    click.echo(write_report(load_report_inputs(Path(run_dir)), target))
+
+
+# ---- select: rank candidate base models by a cross-validated predictor --------------------
+
+
+@cli.command()
+@click.option("--profile", type=click.Path(exists=True, dir_okay=False), help="Profile parquet.")
+@click.option(
+    "--benchmarks",
+    help="Benchmark table (CSV/parquet, long or wide) or a bundled name: open-llm-leaderboard-v2.",
+)
+@click.option("--rm-results", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--target", required=True, help="RM metric to predict, e.g. rewardbench_v2.")
+@click.option("--rm-model-column", default="model", show_default=True, help="Wide RM tables.")
+@click.option("--rm-where", multiple=True, help="Keep RM rows with COLUMN=VALUE (repeatable).")
+@click.option(
+    "--rm-duplicates",
+    default="error",
+    show_default=True,
+    type=click.Choice(["error", "mean", "max", "first"]),
+    help="Repeated RM scores of a model: refuse, or combine.",
+)
+@click.option("--model-map", type=click.Path(exists=True, dir_okay=False), help="CSV name,model.")
+@click.option("--candidate", "candidates", multiple=True, help="Rank only these (repeatable).")
+@click.option("--coverage", default=0.9, show_default=True, type=float, help="Interval level.")
+@click.option("--n-boot", default=200, show_default=True, type=int, help="P(best) refits.")
+@click.option("--top", default=20, show_default=True, type=int, help="Rows printed.")
+@click.option("-o", "--out", type=click.Path(file_okay=False), help="Write Selection here.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def select(
+    profile: str | None,
+    benchmarks: str | None,
+    rm_results: str,
+    target: str,
+    rm_where: tuple[str, ...],
+    model_map: str | None,
+    candidates: tuple[str, ...],
+    out: str | None,
+    top: int,
+    **opts: Any,
+) -> None:
+    """Rank candidate base models for a reward model; print the ranking and the verdict."""
+    from simscope.select import cli_select
+
+    click.echo(
+        cli_select(
+            profile=profile,
+            benchmarks=benchmarks,
+            rm_results=rm_results,
+            target=target,
+            rm_where=rm_where,
+            model_map=model_map,
+            candidates=candidates,
+            out=out,
+            top=top,
+            **opts,
+        )
+    )
 
 
 def main() -> None:
