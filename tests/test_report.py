@@ -15,7 +15,6 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from simscope.cli import cli
 from simscope.errors import SimscopeError
 from simscope.records import PROFILE_SCHEMA, SELECTION_SCHEMA
 from simscope.report import (
@@ -512,6 +511,8 @@ def test_missing_values_and_undocumented_metrics_render() -> None:
 
 
 def test_cli_report_command(tmp_path: Path) -> None:
+    from simscope.cli import cli
+
     inputs = make_inputs(with_map=False)
     inputs.profile.write_parquet(tmp_path / "profile.parquet")
     (tmp_path / "cv_summary.json").write_text(json.dumps(inputs.cv_summary))
@@ -529,6 +530,36 @@ def test_cli_report_command(tmp_path: Path) -> None:
         f"Error: {empty / 'profile.parquet'}: not found; expected the Profile table of a run in "
         f"{empty}. Run `simscope run CONFIG.toml` first, or point at its output directory"
     )
+
+
+_CLICK_SCRIPT = """<script>
+(function () {
+  var table = document.querySelector("#decision table.sortable");
+  var th = table.tHead.rows[0].cells;
+  function column(i) {
+    return Array.prototype.map.call(table.tBodies[0].rows, function (r) {
+      return r.cells[i].textContent.trim();
+    }).join("|");
+  }
+  th[1].click();
+  var byModel = column(1);
+  th[6].click();
+  var byObserved = column(6);
+  th[6].click();
+  var byObservedDesc = column(6);
+  var sel = document.querySelector('select[data-switch="heatmap"]');
+  sel.value = "semantic.mauve";
+  sel.dispatchEvent(new Event("change"));
+  var shown = Array.prototype.filter.call(
+    document.querySelectorAll('[data-group="heatmap"]'), function (el) { return !el.hidden; }
+  ).map(function (el) { return el.getAttribute("data-key"); }).join("|");
+  var d = document.documentElement;
+  d.setAttribute("data-by-model", byModel);
+  d.setAttribute("data-by-observed", byObserved);
+  d.setAttribute("data-by-observed-desc", byObservedDesc);
+  d.setAttribute("data-heatmap-shown", shown);
+})();
+</script>"""
 
 
 def _chromium(url: str, profile_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -563,28 +594,39 @@ def _chromium(url: str, profile_dir: Path, *extra: str) -> subprocess.CompletedP
     reason="chromium not installed (apt-get install chromium; .ci/run installs it)",
 )
 def test_report_in_headless_chromium(tmp_path: Path) -> None:
+    """Open the report in Chromium: no script errors, every section rendered, sorting works."""
     path = write_report(make_inputs(), tmp_path / "report.html")
-    url = path.as_uri()
-    dom = _chromium(url, tmp_path / "profile-dom", "--dump-dom")
+    # A copy with a script that clicks headers and the heatmap switch, and records the result.
+    clicks = tmp_path / "clicks.html"
+    clicks.write_text(
+        path.read_text(encoding="utf-8").replace("</body>", _CLICK_SCRIPT + "</body>"),
+        encoding="utf-8",
+    )
+    dom = _chromium(clicks.as_uri(), tmp_path / "profile-dom", "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     root = re.search(r"<html[^>]*>", dom.stdout)
     assert root, dom.stdout[:500]
-    attrs = root.group(0)
-    assert 'data-report-ready="1"' in attrs, f"report script did not finish: {attrs}"
+    attrs = dict(re.findall(r'(data-[\w-]+)="([^"]*)"', root.group(0)))
+    assert attrs.get("data-report-ready") == "1", f"report script did not finish: {attrs}"
     assert "data-report-errors" not in attrs, attrs
-    visible = re.search(r'data-visible-sections="([^"]*)"', attrs)
-    assert visible and visible.group(1).split() == SECTION_IDS
-    for log in (dom.stderr,):
-        bad = [
-            line
-            for line in log.splitlines()
-            if "Uncaught" in line or ("CONSOLE" in line and "error" in line.lower())
-        ]
-        assert not bad, bad
+    assert attrs["data-visible-sections"].split() == SECTION_IDS
+    bad = [
+        line
+        for line in dom.stderr.splitlines()
+        if "Uncaught" in line or ("CONSOLE" in line and "error" in line.lower())
+    ]
+    assert not bad, bad
+
+    assert attrs["data-by-model"].split("|") == sorted(MODELS)
+    # Numbers sort as numbers; untried (no value) stays last in both directions.
+    untried = ["untried", "untried"]
+    assert attrs["data-by-observed"].split("|") == ["0.571", "0.662", "0.705", *untried]
+    assert attrs["data-by-observed-desc"].split("|") == ["0.705", "0.662", "0.571", *untried]
+    assert attrs["data-heatmap-shown"] == "semantic.mauve"
 
     shot = tmp_path / "report.png"
     run = _chromium(
-        url, tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1280,4000"
+        path.as_uri(), tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1280,4000"
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert shot.exists() and shot.stat().st_size > 10_000
