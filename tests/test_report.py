@@ -322,6 +322,7 @@ def test_profile_separates_contamination_and_uses_registry(full_doc: str) -> Non
     assert closeness < contamination
     block = profile[contamination:]
     assert "lexical.containment_13gram" in block and "semantic.coverage_k5" not in block
+    assert "(more copies →)" in block and "closer →" not in block
     # Definitions from simscope.metrics as tooltips, with direction.
     assert "Naeem et al. coverage" in profile
     assert "lower = closer" in profile  # JSD and Frechet

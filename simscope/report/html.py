@@ -57,9 +57,10 @@ FAMILY_NOTES: Final = {
     ),
     "likelihood": "How likely the candidate model finds the preference texts.",
     "contamination": (
-        "Copies, not closeness: exact n-gram containment and near-duplicates. A corpus that is "
-        "close to the preference data but holds no copies of it scores near 0 here. Read these "
-        "as a contamination check, apart from the closeness metrics above."
+        "Copies, not closeness: exact n-gram containment and near-duplicates (↑ = higher means "
+        "more copied text). A corpus that is close to the preference data but holds no copies "
+        "of it scores near 0 here. Read these as a contamination check, apart from the "
+        "closeness metrics above."
     ),
     "undocumented": "Metrics missing from the registry (simscope.metrics); shown as found.",
 }
@@ -251,8 +252,14 @@ def _metric_tooltip(metric: str) -> str:
     s = _spec_or_none(metric)
     if s is None:
         return f"{metric}: not documented in simscope.metrics"
-    direction = "higher = closer" if s.closer_when == "higher" else "lower = closer"
+    good = _good(metric)
+    direction = f"higher = {good}" if s.closer_when == "higher" else f"lower = {good}"
     return f"{metric} ({direction}; {s.family}). {s.definition} Reference: {s.reference}"
+
+
+def _good(metric: str) -> str:
+    """What the metric's favourable direction means, for axis and legend labels."""
+    return "more copies" if _family(metric) == "contamination" else "closer"
 
 
 def _direction_arrow(metric: str) -> str:
@@ -459,6 +466,7 @@ def _profile_section(profile: pl.DataFrame, models: list[str]) -> str:
                 series_colours=slice_colours,
                 x_label=m,
                 closer_when=s.closer_when if s else None,
+                good=_good(m),
                 bounds=s.range if s else None,
                 title=_metric_tooltip(m),
             )
@@ -551,6 +559,7 @@ def _topics_section(profile: pl.DataFrame, models: list[str], wanted: str | None
                 rows=row_models,
                 columns=topics,
                 closer_when=s.closer_when if s else None,
+                good=_good(m),
                 value_label=m,
                 value_range=value_range,
             )
@@ -646,7 +655,8 @@ def _examples_section(examples: list[dict[str, str]]) -> str:
         return _empty("No examples: the pipeline produced no preference/probe text pairs.")
     cards = []
     for ex in examples:
-        a, b = ex["preference_text"], ex["probe_text"]
+        # Leading/trailing blank lines (HH transcripts start with two) only waste space.
+        a, b = ex["preference_text"].strip(), ex["probe_text"].strip()
         used = 0
         spans_a: list[tuple[int, int]] = []
         spans_b: list[tuple[int, int]] = []

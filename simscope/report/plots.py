@@ -146,6 +146,7 @@ def interval_plot(
     series_colours: dict[str, str],
     x_label: str,
     closer_when: Literal["higher", "lower"] | None = None,
+    good: str = "closer",
     bounds: tuple[float, float] | None = None,
     width: int = 356,
     title: str = "",
@@ -198,7 +199,7 @@ def interval_plot(
         f'<line x1="{left:.1f}" y1="{y_axis:.1f}" x2="{left + plot_w:.1f}" y2="{y_axis:.1f}" '
         'class="axis"/>'
     )
-    arrow = {"higher": "  (closer →)", "lower": "  (← closer)", None: ""}[closer_when]
+    arrow = {"higher": f"  ({good} →)", "lower": f"  (← {good})", None: ""}[closer_when]
     out.append(
         f'<text x="{left + plot_w / 2:.1f}" y="{height - 8:.1f}" text-anchor="middle" '
         f'class="axlbl">{escape(x_label + arrow)}</text>'
@@ -270,6 +271,7 @@ def heatmap(
     columns: Sequence[str],
     closer_when: Literal["higher", "lower"] | None,
     value_label: str,
+    good: str = "closer",
     value_range: tuple[float, float] | None = None,
     cell_w: int = 54,
     cell_h: int = 28,
@@ -343,7 +345,7 @@ def heatmap(
             f'<rect x="{left + 6 + k * 22:.1f}" y="{ly:.1f}" width="22" height="16" '
             f'fill="{seq_colour(k / 4)}"/>'
         )
-    arrow = " (darker = closer)" if closer_when else ""
+    arrow = f" (darker = {good})" if closer_when else ""
     out.append(
         f'<text x="{left + 6 + 5 * 22 + 6:.1f}" y="{ly + 12:.1f}" class="tick">'
         f"{escape((_short(close) if vals else '') + '   ' + value_label + arrow)}</text>"
