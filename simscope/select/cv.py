@@ -178,7 +178,13 @@ def bootstrap_indices(n: int, *, n_boot: int = N_BOOT_METRICS, seed: int) -> np.
 
 def spearman_replicates(score: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """Spearman of ``score`` vs ``y`` on each bootstrap resample (rows of ``idx``)."""
-    return np.array([spearman(score[r], y[r]) for r in idx])
+    a = rankdata(score[idx], axis=1)
+    b = rankdata(y[idx], axis=1)
+    a -= a.mean(axis=1, keepdims=True)
+    b -= b.mean(axis=1, keepdims=True)
+    denom = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+    num = (a * b).sum(axis=1)
+    return np.where(denom > 1e-12, num / np.where(denom > 1e-12, denom, 1.0), 0.0)
 
 
 def mae_replicates(pred: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
