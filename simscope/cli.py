@@ -337,6 +337,49 @@ def select(
     )
 
 
+# ---- load: preference files in, a PreferenceSet parquet out -------------------------------
+
+
+@cli.command()
+@click.argument("prefs", type=click.Path(dir_okay=False))
+@click.option(
+    "--schema",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "pairs", "hh", "trl"]),
+    help="Record schema (auto: from the first record's fields).",
+)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "json", "parquet", "csv"]))
+@click.option("--skip-bad", is_flag=True, help="Skip bad records and count them.")
+@click.option(
+    "--allow-empty/--no-allow-empty",
+    default=None,
+    help="Keep pairs with an empty response (default: only for hh, whose data has some).",
+)
+@click.option("--limit", type=int, help="Stop after this many pairs.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False), help="PreferenceSet parquet out.")
+@click.pass_context
+def load(
+    ctx: click.Context, prefs: str, schema: str, fmt: str | None, out: str | None, **opts: Any
+) -> None:
+    """Load a preference file (JSONL, JSON, parquet, CSV; gzip or not); print a summary."""
+    from pathlib import Path
+
+    from simscope.preferences import (
+        load_preferences,
+        preference_metadata,
+        summarize_preferences,
+        write_preference_set,
+    )
+
+    result = load_preferences(
+        Path(prefs), schema=schema, format=fmt, progress=progress_enabled(ctx), **opts
+    )
+    if out:
+        write_preference_set(result.pairs, Path(out), preference_metadata(result, Path(prefs)))
+    click.echo(summarize_preferences(result) + (f"; wrote {out}" if out else ""))
+
+
 def main() -> None:
     """Console entry point."""
     cli(prog_name="simscope")
