@@ -204,6 +204,17 @@ def test_long_text_is_windowed_and_pooled_by_token_weight() -> None:
     assert np.linalg.norm(vec) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_backends_agree_and_keep_separate_caches(slice_texts: list[str], tmp_path: Path) -> None:
+    texts = slice_texts[:12]
+    fast = get_embedder(CFG)
+    torch_fp32 = Embedder(replace(CFG, precision="fp32"), backend="torch")
+    assert torch_fp32.identity["backend"] == "torch"
+    assert fast.identity != torch_fp32.identity
+    assert fast.cache(tmp_path).path != torch_fp32.cache(tmp_path).path
+    cos = np.sum(fast.encode(texts, progress=False) * torch_fp32.encode(texts, progress=False), 1)
+    assert cos.min() > 0.999
+
+
 def test_reembedding_cached_texts_encodes_nothing(
     indexes: dict[str, SemanticIndex], sem_root: Path, slice_texts: list[str]
 ) -> None:
@@ -428,3 +439,50 @@ def test_full_hh_replies_vs_shakespeare(
         values["close"]["semantic.coverage_k5"] > 0.9 > 0.5 > values["far"]["semantic.coverage_k5"]
     )
     assert values["close"]["semantic.mauve"] > 0.8 > 0.1 > values["far"]["semantic.mauve"]
+
+
+# ---- through the overlap stage ------------------------------------------------------------
+
+
+def test_profile_rows_through_the_overlap_hook(
+    hh_records: list[dict[str, str]], hh_replies: list[str], tmp_path: Path
+) -> None:
+    from simscope.overlap.profile import ProfileConfig, build_profile
+    from simscope.overlap.profile import Topics as ProfileTopics
+    from simscope.semantic import semantic_scorer
+
+    records = [r for r in hh_records if len(r["chosen"].split()) <= 80][:60]
+    prefs = pl.DataFrame(
+        {
+            "pair_id": [f"p{i}" for i in range(len(records))],
+            "prompt": [prompt_of(r["chosen"]) for r in records],
+            "chosen": [last_reply(r["chosen"]) for r in records],
+            "rejected": [last_reply(r["rejected"]) for r in records],
+            "source": [f"hh:{i + 1}" for i in range(len(records))],
+        }
+    )
+    corpora = {"hh": corpus_frame("hh", hh_replies[N_SLICE : N_SLICE + 100])}
+    cfg = ProfileConfig(n_boot=20, seed=3)
+    topics = fit_topics(prefs["prompt"].to_list(), CFG, seed=3, cache_root=tmp_path, progress=False)
+    runs = [
+        build_profile(
+            prefs,
+            corpora,
+            tmp_path,
+            cfg,
+            topics=ProfileTopics(topics.labels, topics.names),
+            extra_scorers={
+                "semantic": semantic_scorer(tmp_path, CFG, seed=3, n_boot=20, progress=False)
+            },
+            progress=False,
+        ).profile
+        for _ in range(2)
+    ]
+    profile = runs[0]
+    assert profile.equals(runs[1])  # same seed, same rows
+    semantic = profile.filter(pl.col("metric").str.starts_with("semantic."))
+    assert set(semantic["metric"]) == set(metric_names(CFG))
+    assert set(semantic["slice"]) == {"prompt", "chosen", "rejected"}
+    assert semantic["topic"].null_count() == 3 * len(metric_names(CFG))
+    assert set(semantic["topic"].drop_nulls()) == set(topics.names)
+    assert sorted(p.name for p in tmp_path.glob("semantic-hh-w*"))  # one per length scale

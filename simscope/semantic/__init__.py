@@ -14,6 +14,7 @@ from simscope.semantic.scorer import (
     metric_names,
     semantic_estimators,
     semantic_estimators_with_scores,
+    semantic_scorer,
 )
 from simscope.semantic.topics import Topics, assign_topics, fit_topics, topic_mass
 
@@ -32,5 +33,6 @@ __all__ = [
     "metric_names",
     "semantic_estimators",
     "semantic_estimators_with_scores",
+    "semantic_scorer",
     "topic_mass",
 ]

@@ -167,9 +167,7 @@ class Embedder:
         self.path = resolve_model_path(cfg.model)
         self.precision = resolve_precision(cfg.precision)
         self.cfg = cfg
-        self._st = _load_sentence_transformer(
-            self.path, "fp32" if backend == "openvino" else self.precision
-        )
+        self._st = _load_sentence_transformer(self.path, "fp32")
         if backend == "auto":
             backend = (
                 "openvino" if _openvino_available() and _is_mean_pooling(self._st) else "torch"

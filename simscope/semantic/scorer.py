@@ -12,10 +12,12 @@ Metric names and meanings are in ``simscope.metrics``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import polars as pl
 import scipy.sparse as sp
 
 from simscope.metrics import spec
@@ -29,7 +31,12 @@ from simscope.semantic.distances import (
     neighbourhood_pass,
 )
 from simscope.semantic.embed import get_embedder
-from simscope.semantic.index import SemanticIndex, knn_radii
+from simscope.semantic.index import (
+    SemanticIndex,
+    build_semantic_index,
+    choose_chunk_words,
+    knn_radii,
+)
 from simscope.stats import Estimate, ScopeEstimator, bootstrap, bootstrapped, mean_statistic
 
 logger = logging.getLogger(__name__)
@@ -255,3 +262,41 @@ def _subsample(x: np.ndarray, idx: np.ndarray, cap: int, rng: np.random.Generato
     if idx.size > cap:
         idx = np.sort(rng.choice(idx, size=cap, replace=False))
     return x[idx]
+
+
+def semantic_scorer(
+    index_root: Path,
+    cfg: SemanticConfig,
+    *,
+    seed: int,
+    n_boot: int | None = None,
+    rebuild: bool = False,
+    progress: bool = True,
+) -> Callable[[str, pl.DataFrame, str, list[str]], Mapping[str, ScopeEstimator]]:
+    """A ``(model, corpus, slice, texts) -> estimators`` scorer for the overlap stage.
+
+    Per slice, the corpus is chunked at the slice's length scale (:func:`choose_chunk_words`),
+    so a model gets one index per distinct chunk length; each is built or loaded once.
+    """
+    built: dict[tuple[str, int], SemanticIndex] = {}
+
+    def score(
+        model: str, corpus: pl.DataFrame, slice_name: str, texts: list[str]
+    ) -> Mapping[str, ScopeEstimator]:
+        words = choose_chunk_words(texts)
+        key = (model, words)
+        if key not in built:
+            built[key] = build_semantic_index(
+                corpus,
+                index_root,
+                cfg,
+                chunk_words=words,
+                rebuild=rebuild,
+                progress=progress,
+            )
+        logger.info("semantic %s/%s: corpus chunks of ~%d words", model, slice_name, words)
+        return semantic_estimators(
+            built[key], texts, cfg, seed=seed, n_boot=n_boot, progress=progress
+        )
+
+    return score
