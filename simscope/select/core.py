@@ -45,9 +45,9 @@ from simscope.select.tables import (
     rename_models,
 )
 from simscope.select.uncertainty import (
-    empirical_coverage,
     jackknife_plus,
     loo_intervals,
+    nested_coverage,
     p_best,
 )
 from simscope.select.verdict import Verdict, decide
@@ -133,6 +133,9 @@ def select_models(
         low[untried], high[untried] = jackknife_plus(
             chosen, y_m, features.X[untried], coverage=coverage
         )
+    cover, checked, finite = nested_coverage(
+        chosen.spec, X_m, y_m, penalty=full.params_, coverage=coverage, seed=seed
+    )
     probability = p_best(
         chosen.spec, features.X, features.y, chosen, penalty=full.params_, n_boot=n_boot, seed=seed
     )
@@ -152,6 +155,9 @@ def select_models(
         "n_measured": n,
         "n_untried": int(untried.sum()),
         "coverage_nominal": coverage,
+        "interval_coverage": cover,
+        "interval_coverage_models": checked,
+        "interval_coverage_finite": finite,
         "verdict_ci_level": level,
         "n_boot_p_best": n_boot,
         "chosen": verdict.chosen,
@@ -177,8 +183,10 @@ def select_models(
             "c@k: expected |top-k predicted ∩ top-k observed| / k on the deviations, ties "
             "broken at random; chance is k / n.",
             "intervals: jackknife+ for untried models (null = unbounded: too few measured "
-            "models for the level); interval_coverage: share of measured models inside the "
-            "interval built from the other models' LOO residuals.",
+            "models for the level); interval_coverage: share of held-out measured models "
+            "inside the jackknife+ interval built from the other models (nested LOO, at most "
+            "20 held out, Elastic Net penalty fixed); measured models' own pi_low/pi_high: "
+            "LOO prediction +- the conformal quantile of the other LOO residuals.",
             "p_best: bootstrap refits plus a resampled LOO residual; measured models at their "
             "observed score.",
         ],
@@ -222,9 +230,6 @@ def _cv_table(
         row["mae_ci"] = interval(mae)
         row["mae_minus_constant"] = row["mae"] - float(np.mean(np.abs(const_pred - y)))
         row["mae_minus_constant_ci"] = interval(mae - const_mae, level)
-        cov, finite = empirical_coverage(loo_intervals(r, y, coverage=coverage), y)
-        row["interval_coverage"] = cov
-        row["intervals_finite"] = finite
         if r.spec.kind != "constant":
             fit = fit_predictor(r.spec, X, y, seed=seed)
             row["weights"] = fit.weights(features.names)
@@ -362,16 +367,19 @@ def format_result(result: SelectionResult, *, top: int = 20) -> str:
     lines.append(
         f"{'predictor':<16} {'tau':>21} {'spearman':>8} {'raw':>6} {'MAE':>7}"
         + "".join(f" {k:>5}" for k in ks)
-        + f" {'cover':>6}"
     )
     for name, row in s["predictors"].items():
         ci = row["pair_tau_ci"]
-        cover = "-" if row["interval_coverage"] is None else f"{row['interval_coverage']:.2f}"
         lines.append(
             f"{name:<16} {row['pair_tau']:+6.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}] "
             f"{row['spearman']:+8.2f} {row['spearman_raw']:+6.2f} {row['mae']:7.2f} "
             + "".join(f" {row[k]:5.2f}" for k in ks)
-            + f" {cover:>6}"
+        )
+    if s["interval_coverage"] is not None:
+        lines.append(
+            f"Interval coverage under nested CV ({result.verdict.chosen}): "
+            f"{s['interval_coverage']:.2f} of {s['interval_coverage_finite']} held-out measured "
+            f"models (nominal {s['coverage_nominal']:.2f})"
         )
     lines += ["", result.verdict.text]
     return "\n".join(lines)

@@ -8,8 +8,11 @@ floor(alpha (n+1))-th smallest ``mu_-i(x) - R_i`` to the ceil((1-alpha)(n+1))-th
 1 - alpha in practice. When n is too small for the level (n + 1 < 1 / alpha) an end is
 unbounded and is reported as null: no distribution-free interval exists at that level.
 
-Empirical coverage under CV checks each measured model's own interval: its LOO prediction
-plus or minus the conformal quantile of the *other* models' LOO residuals.
+Empirical coverage under CV holds out a measured model, builds its jackknife+ interval from
+the other models alone (nested leave-one-out), and checks it. (Checking each model's LOO
+prediction against a quantile of the other models' LOO residuals would not do: that is
+ceil((1 - alpha) n) / n by exchangeability, whatever the predictor.) A measured model's own
+interval in the Selection is that split-conformal one, for display.
 
 P(best) draws, B times, a bootstrap resample of the measured models, refits the predictor
 (an Elastic Net at the penalty tuned on all measured models; a single benchmark is chosen
@@ -27,23 +30,72 @@ import numpy as np
 from simscope.select.cv import LOOResult
 from simscope.select.predictors import PredictorSpec, fit_predictor
 
+MAX_COVERAGE_MODELS = 20
+
 
 def jackknife_plus(
     loo: LOOResult, y: np.ndarray, X_new: np.ndarray, *, coverage: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Jackknife+ interval ends for the rows of ``X_new`` (NaN where unbounded)."""
-    n = len(y)
-    alpha = 1.0 - coverage
-    residual = np.abs(y - loo.predicted)
     mu = np.column_stack([fit.predict(X_new) for fit in loo.fits])  # (m, n)
+    return _jackknife_plus_ends(mu, np.abs(y - loo.predicted), coverage)
+
+
+def _jackknife_plus_ends(
+    mu: np.ndarray, residual: np.ndarray, coverage: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ends from the LOO fits' predictions ``mu`` (m, n) and LOO residuals (n,)."""
+    n = residual.size
+    alpha = 1.0 - coverage
     lows = np.sort(mu - residual, axis=1)
     highs = np.sort(mu + residual, axis=1)
     k_low = math.floor(alpha * (n + 1))
     k_high = math.ceil((1.0 - alpha) * (n + 1))
-    m = X_new.shape[0]
+    m = mu.shape[0]
     low = lows[:, k_low - 1] if k_low >= 1 else np.full(m, np.nan)
     high = highs[:, k_high - 1] if k_high <= n else np.full(m, np.nan)
     return low, high
+
+
+def nested_coverage(
+    spec: PredictorSpec,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    penalty: dict[str, float] | None,
+    coverage: float,
+    seed: int,
+    max_models: int = MAX_COVERAGE_MODELS,
+) -> tuple[float | None, int, int]:
+    """Empirical coverage of jackknife+ under CV: (share covered, models checked, of which
+    finite).
+
+    Each checked model is held out, jackknife+ is built from the other n - 1 models (n - 1
+    fits, each without one more), and its interval is checked against its observed score.
+    An Elastic Net keeps the penalty tuned on all measured models (``penalty``), so the
+    n^2 fits stay cheap. Up to ``max_models`` held-out models, chosen by ``seed``.
+    """
+    n = len(y)
+    held = np.arange(n)
+    if n > max_models:
+        held = np.sort(np.random.default_rng(seed).choice(n, size=max_models, replace=False))
+    covered: list[bool] = []
+    for i in held:
+        rest = np.flatnonzero(np.arange(n) != i)
+        mu = np.empty((1, rest.size))
+        residual = np.empty(rest.size)
+        for k in range(rest.size):
+            train = np.delete(rest, k)
+            fit = fit_predictor(spec, X[train], y[train], seed=seed, penalty=penalty or None)
+            pred = fit.predict(X[[rest[k], i]])
+            residual[k] = abs(y[rest[k]] - pred[0])
+            mu[0, k] = pred[1]
+        low, high = _jackknife_plus_ends(mu, residual, coverage)
+        if np.isfinite(low[0]) and np.isfinite(high[0]):
+            covered.append(bool(low[0] <= y[i] <= high[0]))
+    if not covered:
+        return None, int(held.size), 0
+    return float(np.mean(covered)), int(held.size), len(covered)
 
 
 def conformal_radius(residuals: np.ndarray, *, coverage: float) -> float:
@@ -63,16 +115,6 @@ def loo_intervals(loo: LOOResult, y: np.ndarray, *, coverage: float) -> np.ndarr
         r = conformal_radius(np.delete(residual, i), coverage=coverage)
         out[i] = loo.predicted[i] - r, loo.predicted[i] + r
     return out
-
-
-def empirical_coverage(intervals: np.ndarray, y: np.ndarray) -> tuple[float | None, int]:
-    """Share of the finite intervals that hold their model's observed value, and how many
-    were finite (None when none were)."""
-    finite = np.isfinite(intervals).all(axis=1)
-    if not finite.any():
-        return None, 0
-    inside = (intervals[finite, 0] <= y[finite]) & (y[finite] <= intervals[finite, 1])
-    return float(inside.mean()), int(finite.sum())
 
 
 def p_best(
