@@ -20,10 +20,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import ElasticNet
 
 L1_RATIOS: Final = (0.1, 0.5, 0.9, 1.0)
-N_ALPHAS: Final = 30
+N_ALPHAS: Final = 25
 ALPHA_RANGE: Final = 1e-3
 """The grid runs from each l1 ratio's alpha_max (all weights zero) down to this fraction."""
-INNER_LOO_MAX_N: Final = 20
+INNER_LOO_MAX_N: Final = 10
 """Training sets up to this size tune the penalty by leave-one-out, larger ones by 5-fold."""
 MAX_SWEEPS: Final = 150
 TOL: Final = 1e-7
