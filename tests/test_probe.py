@@ -361,7 +361,7 @@ def test_generation_resumes_after_interruption(
     shakespeare_lm: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reference = generate_corpus(shakespeare_lm, tmp_path / "ref.parquet", GEN, progress=False)
-    real = generate_mod._generate_batch
+    real = generate_mod.sample_batch
     calls: list[int] = []
 
     def crash_in_third_batch(lm: LoadedModel, config: GenerationConfig, batch: int):  # type: ignore[no-untyped-def]
@@ -371,10 +371,10 @@ def test_generation_resumes_after_interruption(
         return real(lm, config, batch)
 
     out = tmp_path / "run.parquet"
-    monkeypatch.setattr(generate_mod, "_generate_batch", crash_in_third_batch)
+    monkeypatch.setattr(generate_mod, "sample_batch", crash_in_third_batch)
     with pytest.raises(KeyboardInterrupt):
         generate_corpus(shakespeare_lm, out, GEN, progress=False)
-    monkeypatch.setattr(generate_mod, "_generate_batch", real)
+    monkeypatch.setattr(generate_mod, "sample_batch", real)
     work = tmp_path / "run.parquet.incomplete"
     assert sorted(p.name for p in work.glob("chunk-*")) == ["chunk-0000000-0000002.parquet"]
     assert not out.exists()
@@ -384,7 +384,7 @@ def test_generation_resumes_after_interruption(
         resumed_batches.append(batch)
         return real(lm, config, batch)
 
-    monkeypatch.setattr(generate_mod, "_generate_batch", record)
+    monkeypatch.setattr(generate_mod, "sample_batch", record)
     resumed = generate_corpus(shakespeare_lm, out, GEN, progress=False)
     assert resumed_batches == [2, 3, 4, 5]
     assert resumed.equals(reference)

@@ -139,7 +139,7 @@ def generate_corpus(
         last = min(first + config.batches_per_chunk, n_batches)
         texts: list[str] = []
         for b in range(first, last):
-            batch_texts, n_new = _generate_batch(lm, config, b)
+            batch_texts, n_new = sample_batch(lm, config, b)
             texts.extend(batch_texts)
             new_tokens += n_new
             bar.update(len(batch_texts))
@@ -190,7 +190,7 @@ def _resume_state(work: Path, settings: dict[str, Any], config: GenerationConfig
     return done
 
 
-def _generate_batch(lm: LoadedModel, config: GenerationConfig, batch: int) -> tuple[list[str], int]:
+def sample_batch(lm: LoadedModel, config: GenerationConfig, batch: int) -> tuple[list[str], int]:
     """Sample the documents of batch ``batch``: their texts and the new tokens generated."""
     import torch
     from transformers import GenerationConfig as HFGenerationConfig
