@@ -552,9 +552,9 @@ def test_import_bad_inputs(tmp_path: Path) -> None:
     with pytest.raises(SimscopeError) as e:
         import_corpus(odd, model="m")
     assert str(e.value) == (
-        f"{odd}: unknown corpus format; expected a ProbeCorpus parquet, .jsonl, .json, .csv, "
-        ".parquet or .txt (gzip allowed) or a directory of .txt files; name the format with "
-        "--format"
+        f"{odd}: unknown corpus format; expected a ProbeCorpus parquet, a file of records "
+        "(.jsonl, .ndjson, .json, .parquet, .pq, .csv, .tsv), a .txt file (each optionally .gz) "
+        "or a directory of .txt files; name the format with --format"
     )
     (tmp_path / "a.txt").write_text("text")
     with pytest.raises(SimscopeError) as e:
@@ -579,7 +579,6 @@ def test_import_bad_inputs(tmp_path: Path) -> None:
 
 
 def test_import_records_with_a_text_field(tmp_path: Path) -> None:
-    pytest.importorskip("simscope.readers")
     path = tmp_path / "c.jsonl.gz"
     with gzip.open(path, "wt") as f:
         f.write(json.dumps({"body": "one", "id": 1}) + "\n")
@@ -596,7 +595,6 @@ def test_import_records_with_a_text_field(tmp_path: Path) -> None:
 
 
 def test_import_bad_records_are_located(tmp_path: Path) -> None:
-    pytest.importorskip("simscope.readers")
     path = tmp_path / "bad.jsonl"
     path.write_text('{"text": "ok"}\n{"text": 3}\n{"body": "x"}\n{"text": "fine"}\n')
     with pytest.raises(SimscopeError) as e:
@@ -604,6 +602,14 @@ def test_import_bad_records_are_located(tmp_path: Path) -> None:
     assert str(e.value) == (
         f"{path}:2: field 'text': expected a string, found 3; choose the text field with "
         "--text-field, or skip bad records with --skip-bad"
+    )
+    missing = tmp_path / "missing.json"
+    missing.write_text('[{"text": "ok"}, {"body": "x"}]')
+    with pytest.raises(SimscopeError) as e:
+        import_corpus(missing, model="m")
+    assert str(e.value) == (
+        f"{missing}:item 2: field 'text': expected a string, found no such field (fields: "
+        "['body']); choose the text field with --text-field, or skip bad records with --skip-bad"
     )
     result = load_corpus(path, model="m", skip_bad=True)
     assert result.stats.n_bad == 2 and result.corpus["text"].to_list() == ["ok", "fine"]

@@ -22,7 +22,6 @@ record's location (``file:line``). Texts are kept verbatim.
 from __future__ import annotations
 
 import gzip
-import importlib
 import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -35,13 +34,13 @@ import xxhash
 
 from simscope.errors import SimscopeError
 from simscope.probe.corpus import is_probe_corpus, read_probe_corpus, read_probe_metadata
+from simscope.readers import SUFFIXES, read_records, show_value
 from simscope.records import PROBE_SCHEMA
 
 logger = logging.getLogger(__name__)
 
 TxtUnit = Literal["auto", "paragraph", "line", "file"]
 TXT_UNITS = ("auto", "paragraph", "line", "file")
-RECORD_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -137,7 +136,11 @@ def load_corpus(
             f"length filter: expected 0 <= min_chars <= max_chars, found min_chars={min_chars}, "
             f"max_chars={max_chars}"
         )
-    probe = path.is_file() and format in (None, "parquet") and is_probe_corpus(path)
+    probe = (
+        path.is_file()
+        and (format == "parquet" or (format is None and path.suffix.lower() in (".parquet", ".pq")))
+        and is_probe_corpus(path)
+    )
     if model is None and not probe:
         raise SimscopeError(
             f"{path}: name the model this corpus stands for (--model NAME); only a ProbeCorpus "
@@ -244,20 +247,18 @@ def _documents(
     if format == "txt" or (format is None and name.endswith(".txt")):
         yield from _txt_documents(path, path.name, "paragraph" if txt_unit == "auto" else txt_unit)
         return
-    if format is None and not name.endswith(RECORD_SUFFIXES):
+    if format is None and Path(name.lower()).suffix not in SUFFIXES:
         raise SimscopeError(
-            f"{path}: unknown corpus format; expected a ProbeCorpus parquet, .jsonl, .json, "
-            ".csv, .parquet or .txt (gzip allowed) or a directory of .txt files; name the "
-            "format with --format"
+            f"{path}: unknown corpus format; expected a ProbeCorpus parquet, a file of records "
+            f"({', '.join(SUFFIXES)}), a .txt file (each optionally .gz) or a directory of .txt "
+            "files; name the format with --format"
         )
-    # simscope.readers is being written beside this module; import it by name until it lands.
-    readers = importlib.import_module("simscope.readers")
-    for record in readers.read_records(path, format=format):
+    for record in read_records(path, format=format):
         loc = record.location.replace(str(path), path.name, 1)
         if text_field not in record.data:
             problem = f"found no such field (fields: {sorted(record.data)[:10]})"
         elif not isinstance(record.data[text_field], str):
-            problem = f"found {_short(record.data[text_field])}"
+            problem = f"found {show_value(record.data[text_field])}"
         else:
             yield _Doc(loc, record.data[text_field], "imported")
             continue
@@ -301,8 +302,3 @@ def _txt_documents(file: Path, doc_name: str, unit: str) -> Iterator[_Doc]:
         elif block:
             yield _Doc(f"{doc_name}:{first}", "\n".join(block), "imported")
             block = []
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
