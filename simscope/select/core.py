@@ -11,7 +11,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -148,6 +148,21 @@ def select_models(
             "%d untried models lie outside the measured models' range of a feature the "
             "predictor uses; their predictions are extrapolations",
             len(extrapolated),
+        )
+        top = max(
+            (i for i in np.flatnonzero(untried)), key=lambda i: (predicted[i], -i), default=None
+        )
+        top_name = features.models[top] if top is not None else None
+        lead = (
+            f", among them the top-ranked untried model, {top_name}"
+            if top_name in set(extrapolated)
+            else ""
+        )
+        verdict = replace(
+            verdict,
+            text=f"{verdict.text} {len(extrapolated)} of {int(untried.sum())} untried models"
+            f"{lead}, lie outside the measured models' range of a feature the predictor "
+            "uses: their predictions are extrapolations.",
         )
     summary = {
         "target_metric": target_metric,
@@ -372,7 +387,7 @@ def format_result(result: SelectionResult, *, top: int = 20) -> str:
         ci = row["pair_tau_ci"]
         lines.append(
             f"{name:<16} {row['pair_tau']:+6.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}] "
-            f"{row['spearman']:+8.2f} {row['spearman_raw']:+6.2f} {row['mae']:7.2f} "
+            f"{row['spearman']:+8.2f} {row['spearman_raw']:+6.2f} {row['mae']:7.2f}"
             + "".join(f" {row[k]:5.2f}" for k in ks)
         )
     if s["interval_coverage"] is not None:
