@@ -2,8 +2,9 @@
 in-memory builders, out of core from shards; a worker killed mid-run is retried, and a run
 whose workers keep dying fails cleanly with no index directory left behind.
 
-The Ray tests start one local 2-CPU cluster (loopback only) for the module and are skipped
-when ``ray`` is not installed.
+The Ray tests start one local 2-CPU cluster (loopback only) for the module, are skipped when
+``ray`` is not installed, and are marked slow (the cluster's start and first Ray Data run
+alone take 15-30 s on 2 cores): ``pytest -m slow tests/test_engine_ray.py``.
 """
 
 from __future__ import annotations
@@ -246,6 +247,7 @@ def ray_engine() -> Iterator[Any]:
         ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_engine_matches_local(
     ray_engine: Any,
     shards: CorpusShards,
@@ -314,6 +316,7 @@ def flaky(engine: Any, marker: Path, *, always: bool) -> Any:
     return Flaky()
 
 
+@pytest.mark.slow
 def test_ray_retries_a_killed_worker_and_the_index_is_intact(
     ray_engine: Any,
     shards: CorpusShards,
@@ -338,6 +341,7 @@ def test_ray_retries_a_killed_worker_and_the_index_is_intact(
     assert_same_indexes(again, reference, (64,))
 
 
+@pytest.mark.slow
 def test_ray_worker_that_always_dies_fails_cleanly(
     ray_engine: Any, shards: CorpusShards, tmp_path: Path
 ) -> None:
@@ -356,6 +360,7 @@ def test_ray_worker_that_always_dies_fails_cleanly(
     assert not list(root.glob("*.incomplete"))
 
 
+@pytest.mark.slow
 def test_ray_reports_a_user_error_from_a_worker(ray_engine: Any, tmp_path: Path) -> None:
     path = tmp_path / "part-0.jsonl"
     path.write_text(
@@ -370,3 +375,76 @@ def test_ray_reports_a_user_error_from_a_worker(ray_engine: Any, tmp_path: Path)
         )
     assert str(e.value) == f"{path}:2: field 'text': expected a string, found 3"
     assert not list((tmp_path / "idx").glob("*"))
+
+
+@pytest.mark.slow  # each worker loads and compiles the encoder: ~2 min on 2 busy cores
+def test_ray_semantic_index_matches_local(
+    ray_engine: Any, hh_records: list[dict[str, str]], tmp_path: Path
+) -> None:
+    from simscope.engine.semantic import build_semantic_index as build_sharded
+    from simscope.semantic.config import SemanticConfig
+    from simscope.semantic.index import build_semantic_index
+
+    texts = [r["chosen"] for r in hh_records[:90]] + ["", "short text"]
+    corpus = pl.DataFrame(
+        {
+            "model": MODEL,
+            "doc_id": [f"d{i:04d}" for i in range(len(texts))],
+            "text": texts,
+            "origin": "generated",
+        }
+    )
+    cfg = SemanticConfig()
+    local = build_semantic_index(corpus, tmp_path / "local", cfg, chunk_words=64, progress=False)
+    shards = write_corpus_shards(corpus, tmp_path / "shards", rows_per_shard=40)
+    built = build_sharded(shards, tmp_path / "ray", cfg, ray_engine, chunk_words=64, progress=False)
+    assert built.manifest["execution"] == {"engine": "ray", "units": 3}
+    np.testing.assert_array_equal(built.chunk_doc, local.chunk_doc)
+    assert built.vectors.shape == local.vectors.shape
+    cosine = np.sum(built.vectors * local.vectors, axis=1)
+    assert cosine.min() > 0.999, cosine.min()
+    np.testing.assert_allclose(built.radii, local.radii, atol=2e-3)
+    assert built.manifest["index_type"] == local.manifest["index_type"]
+    params = {k: v for k, v in built.manifest["params"].items() if k != "input_hash"}
+    assert params == {k: v for k, v in local.manifest["params"].items() if k != "input_hash"}
+    assert built.manifest["params"]["input_hash"] == hash_corpus_texts(texts)
+    # Loaded, not rebuilt, the second time.
+    again = build_sharded(shards, tmp_path / "ray", cfg, ray_engine, chunk_words=64, progress=False)
+    assert again.manifest["created_at"] == built.manifest["created_at"]
+
+
+@pytest.mark.slow  # trains a tiny LM (~10 s) and loads it in every worker
+def test_ray_likelihood_scores_match_in_process(
+    ray_engine: Any, hh_records: list[dict[str, str]], tmp_path: Path
+) -> None:
+    from simscope.engine.probe import score_corpus
+    from simscope.probe.likelihood import LikelihoodConfig, score_texts
+    from simscope.probe.model import load_model
+    from simscope.probe.tiny import TinyLMConfig, train_tiny_lm
+
+    lm_dir = train_tiny_lm(
+        [r["chosen"] for r in hh_records[:400]],
+        tmp_path / "lm",
+        seed=0,
+        config=TinyLMConfig(steps=30),
+    )
+    texts = [r["rejected"] for r in hh_records[:300]] + [""]
+    corpus = pl.DataFrame(
+        {
+            "model": MODEL,
+            "doc_id": [f"d{i:04d}" for i in range(len(texts))],
+            "text": texts,
+            "origin": "imported",
+        }
+    )
+    shards = write_corpus_shards(corpus, tmp_path / "shards", rows_per_shard=120)
+    cfg = LikelihoodConfig(max_tokens=64)
+    expected = score_texts(load_model(lm_dir, device="cpu"), texts, cfg, progress=False)
+    got = score_corpus(shards, lm_dir, tmp_path / "work", ray_engine, cfg, device="cpu")
+    for field in ("mean_logprob_first_k", "bits_per_byte"):
+        np.testing.assert_allclose(
+            getattr(got, field), getattr(expected, field), rtol=1e-5, equal_nan=True
+        )
+    np.testing.assert_array_equal(got.n_tokens, expected.n_tokens)
+    np.testing.assert_array_equal(got.n_bytes, expected.n_bytes)
+    assert not list((tmp_path / "work").iterdir())

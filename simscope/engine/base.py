@@ -21,6 +21,7 @@ ENGINE_KINDS = ("local", "ray")
 U = TypeVar("U")
 Summary = dict[str, Any]
 UnitFn = Callable[[U], Summary]
+UnitFnFactory = Callable[[], Callable[[U], Summary]]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class EngineConfig:
     multi-node cluster the index root and the corpus shards must be on storage every node
     sees. ``unit_docs`` is the work unit's size in documents (a unit is never smaller than
     one parquet row group); a unit whose worker dies is retried up to ``max_retries`` times.
+    Model stages (embedding, LM scoring) run in a pool of ``actors`` workers that each load
+    the model once (None: one per CPU, or per GPU when the stage asks for GPUs).
     """
 
     kind: str = "local"
@@ -40,6 +43,7 @@ class EngineConfig:
     object_store_mb: int | None = None
     unit_docs: int = 32768
     max_retries: int = 3
+    actors: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ENGINE_KINDS:
@@ -50,11 +54,16 @@ class EngineConfig:
             raise SimscopeError(f"engine.unit_docs: expected >= 1, found {self.unit_docs}")
         if self.max_retries < 0:
             raise SimscopeError(f"engine.max_retries: expected >= 0, found {self.max_retries}")
+        if self.actors is not None and self.actors < 1:
+            raise SimscopeError(f"engine.actors: expected >= 1, found {self.actors}")
         if self.num_cpus is not None and self.num_cpus < 1:
             raise SimscopeError(f"engine.num_cpus: expected >= 1, found {self.num_cpus}")
-        if self.kind == "local" and (self.address or self.num_cpus or self.object_store_mb):
+        if self.kind == "local" and (
+            self.address or self.num_cpus or self.object_store_mb or self.actors
+        ):
             raise SimscopeError(
-                "engine: address, num_cpus and object_store_mb apply to kind = 'ray' only; "
+                "engine: address, num_cpus, object_store_mb and actors apply to kind = 'ray' "
+                "only; "
                 "set engine.kind = 'ray' or remove them"
             )
 
@@ -69,6 +78,19 @@ class Engine(Protocol):
         self, fn: Callable[[U], Summary], units: Sequence[U], *, desc: str, progress: bool = True
     ) -> list[Summary]:
         """``[fn(u) for u in units]``, possibly in parallel, in unit order."""
+        ...
+
+    def map_units_stateful(
+        self,
+        make_fn: Callable[[], Callable[[U], Summary]],
+        units: Sequence[U],
+        *,
+        desc: str,
+        num_gpus: float = 0.0,
+        progress: bool = True,
+    ) -> list[Summary]:
+        """Like :meth:`map_units`, with ``fn = make_fn()`` built once per worker (loading a
+        model), each worker given ``num_gpus`` GPUs."""
         ...
 
     def close(self) -> None:
@@ -88,6 +110,17 @@ class LocalEngine:
         self, fn: Callable[[U], Summary], units: Sequence[U], *, desc: str, progress: bool = True
     ) -> list[Summary]:
         return [fn(u) for u in tqdm(units, desc=desc, unit="unit", disable=not progress)]
+
+    def map_units_stateful(
+        self,
+        make_fn: Callable[[], Callable[[U], Summary]],
+        units: Sequence[U],
+        *,
+        desc: str,
+        num_gpus: float = 0.0,
+        progress: bool = True,
+    ) -> list[Summary]:
+        return self.map_units(make_fn(), units, desc=desc, progress=progress)
 
     def close(self) -> None:
         pass

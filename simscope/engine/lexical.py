@@ -24,11 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from simscope.engine.base import Engine, Summary
-from simscope.engine.shards import CorpusShards, RowHash, ShardUnit, plan_units, read_unit
-from simscope.errors import SimscopeError
+from simscope.engine.shards import (
+    CorpusScan,
+    CorpusShards,
+    ShardUnit,
+    check_corpus,
+    first_model,
+    plan_units,
+    read_unit,
+)
 from simscope.lexical.index import (
     MINHASH_KIND,
     NGRAM_KIND,
@@ -76,7 +82,7 @@ def build_lexical_indexes(
     ``doc_id`` order.
     """
     root = Path(root)
-    model = _first_model(shards)
+    model = first_model(shards)
     units = plan_units(shards, engine.unit_docs)
     targets: dict[str | int, Path] = {}
     if ngrams:
@@ -89,7 +95,7 @@ def build_lexical_indexes(
         summaries = engine.map_units(
             _LexicalTask(cfg), units, desc=f"hash {model}", progress=progress
         )
-        input_hash, rows = _check_corpus(summaries, units, model)
+        input_hash, rows = check_corpus(summaries, units, model)
         for key, path in existing.items():
             _load_into(out, key, path, model, cfg, input_hash)
     todo = {k: p for k, p in targets.items() if k not in existing}
@@ -105,7 +111,7 @@ def build_lexical_indexes(
             minhash_dirs=tuple((k, str(d / "parts")) for k, d in tmp.items() if isinstance(k, int)),
         )
         summaries = engine.map_units(task, units, desc=f"lexical {model}", progress=progress)
-        input_hash, rows = _check_corpus(summaries, units, model)
+        input_hash, rows = check_corpus(summaries, units, model)
         extra = {"execution": {"engine": engine.name, "units": len(units)}}
         for key, directory in tmp.items():
             parts = directory / "parts"
@@ -189,29 +195,14 @@ class _LexicalTask:
 
     def __call__(self, unit: ShardUnit) -> Summary:
         cfg = self.cfg
-        row_hash = RowHash()
-        models: set[str] = set()
-        first = last = None
+        scan = CorpusScan(unit)
         ngram_parts: dict[int, list[np.ndarray]] = {n: [] for n in cfg.ngram_sizes}
         features = np.zeros(1 << cfg.feature_buckets_log2, dtype=np.float64)
         sigs: dict[int, list[np.ndarray]] = {s: [] for s, _ in self.minhash_dirs}
         docs: dict[int, list[np.ndarray]] = {s: [] for s, _ in self.minhash_dirs}
         done = 0
         for batch in read_unit(unit, cfg.batch_docs):
-            models.update(batch.models)
-            ids = batch.doc_ids
-            prev = last
-            for cur in ids:
-                if prev is not None and cur < prev:
-                    raise SimscopeError(
-                        f"{unit.path}: doc_id {cur!r} follows {prev!r}; corpus shards must be "
-                        "in ascending doc_id order (simscope.engine.write_corpus_shards writes "
-                        "them so)"
-                    )
-                prev = cur
-            first = ids[0] if first is None else first
-            last = ids[-1]
-            row_hash.update(batch.texts)
+            scan.update(batch)
             if self.ngram_dir is not None:
                 batch_ngrams, batch_features = ngram_batch(batch.texts, cfg)
                 for n in cfg.ngram_sizes:
@@ -239,14 +230,7 @@ class _LexicalTask:
             _save_part(directory, f"{tag}-sig", sig)
             _save_part(directory, f"{tag}-doc", doc)
             chunks[str(scale)] = int(doc.size)
-        return {
-            "rows": done,
-            "hash": row_hash.summary(),
-            "models": sorted(models),
-            "first_doc_id": first,
-            "last_doc_id": last,
-            "chunks": chunks,
-        }
+        return {**scan.summary(), "chunks": chunks}
 
 
 def _save_part(directory: str, name: str, array: np.ndarray) -> None:
@@ -259,43 +243,6 @@ def _save_part(directory: str, name: str, array: np.ndarray) -> None:
 
 
 # ---- assembly on the driver -----------------------------------------------------------------
-
-
-def _first_model(shards: CorpusShards) -> str:
-    for path in shards.paths:
-        unit = ShardUnit(0, str(path), None, None)
-        if path.name.endswith(".parquet"):
-            meta = pq.ParquetFile(path).metadata
-            unit = ShardUnit(0, str(path), tuple(range(meta.num_row_groups)), None)
-        for batch in read_unit(unit, 1):
-            return batch.models[0]
-    raise SimscopeError(f"ProbeCorpus is empty ({len(shards.paths)} shard(s)); nothing to index")
-
-
-def _check_corpus(
-    summaries: Sequence[Summary], units: Sequence[ShardUnit], model: str
-) -> tuple[str, int]:
-    """The corpus hash and row count; refuses several models or shards out of order."""
-    rows = sum(int(s["rows"]) for s in summaries)
-    if rows == 0:
-        raise SimscopeError("ProbeCorpus is empty; nothing to index")
-    models = sorted({m for s in summaries for m in s["models"]})
-    if models != [model]:
-        raise SimscopeError(
-            f"ProbeCorpus: an index is built per model; expected one model, found {models}"
-        )
-    prev: tuple[str, str] | None = None
-    for s, u in zip(summaries, units, strict=True):
-        if s["rows"] == 0:
-            continue
-        if prev is not None and s["first_doc_id"] < prev[1]:
-            raise SimscopeError(
-                f"{u.path}: doc_id {s['first_doc_id']!r} follows {prev[1]!r} (from {prev[0]}); "
-                "corpus shards must be in ascending doc_id order, file names sorted the same "
-                "way (simscope.engine.write_corpus_shards writes them so)"
-            )
-        prev = (u.path, s["last_doc_id"])
-    return RowHash.combine([s["hash"] for s in summaries]), rows
 
 
 def _load_into(
@@ -373,21 +320,19 @@ def _sum_features(parts: Path, out_dir: Path, n_units: int) -> None:
 
 @dataclass(frozen=True)
 class _MergeRange:
-    """The unique union of the n-gram parts' values in one range of the uint64 space."""
+    """The unique union of the units' n-gram sets within one range of the uint64 space."""
 
     parts: str
-    n: int
     n_units: int
-    n_ranges: int
 
-    def __call__(self, r: int) -> Summary:
-        step = (1 << 64) // self.n_ranges
-        lo = np.uint64(r * step)
+    def __call__(self, job: tuple[int, int, int]) -> Summary:
+        n, r, n_ranges = job
+        step = (1 << 64) // n_ranges
         pieces = []
         for u in range(self.n_units):
-            arr = np.load(Path(self.parts) / f"u{u:06d}-n{self.n}.npy", mmap_mode="r")
-            a = int(np.searchsorted(arr, lo, side="left")) if r else 0
-            if r == self.n_ranges - 1:
+            arr = np.load(Path(self.parts) / f"u{u:06d}-n{n}.npy", mmap_mode="r")
+            a = int(np.searchsorted(arr, np.uint64(r * step), side="left")) if r else 0
+            if r == n_ranges - 1:
                 b = arr.size
             else:
                 b = int(np.searchsorted(arr, np.uint64((r + 1) * step), side="left"))
@@ -395,36 +340,39 @@ class _MergeRange:
                 pieces.append(np.array(arr[a:b]))
             del arr
         merged = np.unique(np.concatenate(pieces)) if pieces else np.empty(0, np.uint64)
-        _save_part(self.parts, f"merged-n{self.n}-r{r:06d}", merged)
+        _save_part(self.parts, f"merged-n{n}-r{r:06d}", merged)
         return {"count": int(merged.size)}
 
 
 def _merge_ngrams(
     parts: Path, out_dir: Path, cfg: LexicalConfig, n_units: int, engine: Engine, progress: bool
 ) -> dict[str, int]:
-    """``ngrams_<n>.npy`` for each n: sorted unique union of the units' sorted sets."""
-    counts = {}
+    """``ngrams_<n>.npy`` for each n: the sorted unique union of the units' sorted sets,
+    merged range by range (each range a task; small sets in this process) and concatenated."""
+    jobs = []
     for n in cfg.ngram_sizes:
         upper = sum(_npy_len(parts / f"u{u:06d}-n{n}.npy") for u in range(n_units))
         n_ranges = 1 << max(0, int(np.ceil(np.log2(max(upper, 1) / MERGE_RANGE_VALUES))))
-        merge = _MergeRange(str(parts), n, n_units, n_ranges)
-        summaries = engine.map_units(
-            merge, list(range(n_ranges)), desc=f"merge {n}-grams", progress=progress
-        )
-        total = sum(int(s["count"]) for s in summaries)
+        jobs += [(n, r, n_ranges) for r in range(n_ranges)]
+    merge = _MergeRange(str(parts), n_units)
+    if len(jobs) <= len(cfg.ngram_sizes):  # one range per n: not worth shipping out
+        summaries = [merge(job) for job in jobs]
+    else:
+        summaries = engine.map_units(merge, jobs, desc="merge n-grams", progress=progress)
+    counts = {}
+    for n in cfg.ngram_sizes:
+        mine = [(job[1], s) for job, s in zip(jobs, summaries, strict=True) if job[0] == n]
+        total = sum(int(s["count"]) for _, s in mine)
         target = out_dir / f"ngrams_{n}.npy"
-        if total == 0:
-            np.save(target, np.empty(0, np.uint64), allow_pickle=False)
-        else:
-            out = np.lib.format.open_memmap(target, mode="w+", dtype=np.uint64, shape=(total,))
-            pos = 0
-            for r, s in enumerate(summaries):
-                k = int(s["count"])
-                if k:
-                    out[pos : pos + k] = np.load(parts / f"merged-n{n}-r{r:06d}.npy", mmap_mode="r")
-                pos += k
-            out.flush()
-            del out
+        out = np.lib.format.open_memmap(target, mode="w+", dtype=np.uint64, shape=(total,))
+        pos = 0
+        for r, s in mine:
+            k = int(s["count"])
+            if k:
+                out[pos : pos + k] = np.load(parts / f"merged-n{n}-r{r:06d}.npy", mmap_mode="r")
+            pos += k
+        out.flush()
+        del out
         counts[str(n)] = total
     return counts
 

@@ -50,6 +50,17 @@ def _run_units(
     return {"unit": np.asarray(idx, dtype=np.int64), "summary": np.asarray(out, dtype=object)}
 
 
+class _UnitActor:
+    """One worker of an actor pool: builds the unit function (loads its model) once."""
+
+    def __init__(self, make_fn: Callable[[], Callable[[Any], Summary]], units: Sequence[Any]):
+        self.fn = make_fn()
+        self.units = units
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return _run_units(batch, self.fn, self.units)
+
+
 class RayEngine:
     """Runs work units as Ray Data ``map_batches`` tasks."""
 
@@ -84,19 +95,52 @@ class RayEngine:
     ) -> list[Summary]:
         if not units:
             return []
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = progress
-        items = ray.data.from_items(
-            [{"unit": i} for i in range(len(units))], override_num_blocks=len(units)
-        )
-        ds = items.map_batches(
-            _run_units,  # type: ignore[arg-type]
+        ds = self._items(len(units), progress).map_batches(
+            _run_units,
             fn_kwargs={"fn": fn, "units": list(units)},
             batch_size=1,
             batch_format="numpy",
             num_cpus=1,
             max_retries=self.cfg.max_retries,
         )
+        return self._collect(ds, len(units), desc)
+
+    def map_units_stateful(
+        self,
+        make_fn: Callable[[], Callable[[U], Summary]],
+        units: Sequence[U],
+        *,
+        desc: str,
+        num_gpus: float = 0.0,
+        progress: bool = True,
+    ) -> list[Summary]:
+        if not units:
+            return []
+        resources = ray.cluster_resources()
+        if self.cfg.actors:
+            actors = self.cfg.actors
+        elif num_gpus > 0:
+            actors = max(int(resources.get("GPU", 0) / num_gpus), 1)
+        else:
+            actors = max(int(resources.get("CPU", 1)), 1)
+        ds = self._items(len(units), progress).map_batches(
+            _UnitActor,
+            fn_constructor_kwargs={"make_fn": make_fn, "units": list(units)},
+            batch_size=1,
+            batch_format="numpy",
+            concurrency=min(actors, len(units)),
+            num_cpus=1,
+            num_gpus=num_gpus or None,
+            max_restarts=self.cfg.max_retries,
+            max_task_retries=self.cfg.max_retries,
+        )
+        return self._collect(ds, len(units), desc)
+
+    def _items(self, n: int, progress: bool) -> Any:
+        ray.data.DataContext.get_current().enable_progress_bars = progress
+        return ray.data.from_items([{"unit": i} for i in range(n)], override_num_blocks=n)
+
+    def _collect(self, ds: Any, n_units: int, desc: str) -> list[Summary]:
         try:
             rows = ds.take_all()
         except Exception as e:
@@ -108,9 +152,9 @@ class RayEngine:
         for i in sorted(summaries):
             if _USER_ERROR in summaries[i]:
                 raise SimscopeError(summaries[i][_USER_ERROR])
-        if sorted(summaries) != list(range(len(units))):  # a bug in Ray or here, not the user's
-            raise RuntimeError(f"{desc}: {len(summaries)} summaries for {len(units)} units")
-        return [summaries[i] for i in range(len(units))]
+        if sorted(summaries) != list(range(n_units)):  # a bug in Ray or here, not the user's
+            raise RuntimeError(f"{desc}: {len(summaries)} summaries for {n_units} units")
+        return [summaries[i] for i in range(n_units)]
 
     def close(self) -> None:
         if self._owned and ray is not None and ray.is_initialized():

@@ -163,6 +163,17 @@ def _read_jsonl(path: Path, batch_docs: int) -> Iterator[UnitBatch]:
         yield batch
 
 
+def first_model(shards: CorpusShards) -> str:
+    """The ``model`` of the corpus's first row (it names the index directories)."""
+    for path in shards.paths:
+        groups = None
+        if path.name.endswith(".parquet"):
+            groups = tuple(range(pq.ParquetFile(path).metadata.num_row_groups))
+        for batch in read_unit(ShardUnit(0, str(path), groups, None), 1):
+            return batch.models[0]
+    raise SimscopeError(f"ProbeCorpus is empty ({len(shards.paths)} shard(s)); nothing to index")
+
+
 def write_corpus_shards(
     corpus: pl.DataFrame,
     directory: Path,
@@ -180,6 +191,69 @@ def write_corpus_shards(
         corpus.slice(start, rows_per_shard).write_parquet(path, row_group_size=row_group_rows)
         paths.append(path)
     return CorpusShards(tuple(paths))
+
+
+class CorpusScan:
+    """What every unit function reports of its rows: count, content hash, models, doc_id
+    range; it refuses rows out of doc_id order."""
+
+    def __init__(self, unit: ShardUnit) -> None:
+        self.unit = unit
+        self.row_hash = RowHash()
+        self.models: set[str] = set()
+        self.first: str | None = None
+        self.last: str | None = None
+
+    def update(self, batch: UnitBatch) -> None:
+        self.models.update(batch.models)
+        prev = self.last
+        for cur in batch.doc_ids:
+            if prev is not None and cur < prev:
+                raise SimscopeError(
+                    f"{self.unit.path}: doc_id {cur!r} follows {prev!r}; corpus shards must be "
+                    "in ascending doc_id order (simscope.engine.write_corpus_shards writes "
+                    "them so)"
+                )
+            prev = cur
+        if batch.doc_ids:
+            self.first = batch.doc_ids[0] if self.first is None else self.first
+            self.last = batch.doc_ids[-1]
+        self.row_hash.update(batch.texts)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "rows": self.row_hash.rows,
+            "hash": self.row_hash.summary(),
+            "models": sorted(self.models),
+            "first_doc_id": self.first,
+            "last_doc_id": self.last,
+        }
+
+
+def check_corpus(
+    summaries: Sequence[dict[str, Any]], units: Sequence[ShardUnit], model: str
+) -> tuple[str, int]:
+    """The corpus hash and row count; refuses several models or shards out of order."""
+    rows = sum(int(s["rows"]) for s in summaries)
+    if rows == 0:
+        raise SimscopeError("ProbeCorpus is empty; nothing to index")
+    models = sorted({m for s in summaries for m in s["models"]})
+    if models != [model]:
+        raise SimscopeError(
+            f"ProbeCorpus: an index is built per model; expected one model, found {models}"
+        )
+    prev: tuple[str, str] | None = None
+    for s, u in zip(summaries, units, strict=True):
+        if s["rows"] == 0:
+            continue
+        if prev is not None and s["first_doc_id"] < prev[1]:
+            raise SimscopeError(
+                f"{u.path}: doc_id {s['first_doc_id']!r} follows {prev[1]!r} (from {prev[0]}); "
+                "corpus shards must be in ascending doc_id order, file names sorted the same "
+                "way (simscope.engine.write_corpus_shards writes them so)"
+            )
+        prev = (u.path, s["last_doc_id"])
+    return RowHash.combine([s["hash"] for s in summaries]), rows
 
 
 # ---- content hash ---------------------------------------------------------------------------

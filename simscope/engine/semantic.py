@@ -1,0 +1,205 @@
+"""The semantic index of a sharded corpus: chunk embeddings computed by an actor pool.
+
+Each worker loads the encoder once (:func:`simscope.semantic.embed.get_embedder`; on Ray an
+actor, which may hold a GPU), then per work unit cuts its documents with the semantic
+stage's :func:`~simscope.semantic.index.chunk_document` and embeds the chunks
+(:meth:`~simscope.semantic.embed.Embedder.embed`), writing vectors and chunk-to-row parts
+under the index's ``.incomplete/parts/``. The driver concatenates them (memory-mapped) and
+builds the FAISS index and k-NN radii as the in-memory builder does: those need all vectors
+in one process (1.5 KiB per chunk at 384 dimensions). Workers do not use the embedding cache
+(one cache file, appended by one process at a time).
+
+Vectors match :func:`simscope.semantic.index.build_semantic_index` within float tolerance
+(encoder batches are composed differently); chunk rows exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import faiss
+import numpy as np
+
+from simscope.engine.base import Engine, Summary
+from simscope.engine.shards import (
+    CorpusScan,
+    CorpusShards,
+    ShardUnit,
+    check_corpus,
+    first_model,
+    plan_units,
+    read_unit,
+)
+from simscope.errors import SimscopeError
+from simscope.semantic.config import SemanticConfig
+from simscope.semantic.embed import get_embedder
+from simscope.semantic.index import (
+    FAISS_FILE,
+    INDEX_KIND,
+    SemanticIndex,
+    _index_params,
+    chunk_document,
+    index_kind_for,
+    knn_radii,
+    load_semantic_index,
+    make_faiss_index,
+)
+from simscope.storage import atomic_dir, save_array, slug, write_manifest
+
+_READ_DOCS = 1024  # documents read and embedded at a time within a unit
+
+
+def build_semantic_index(
+    shards: CorpusShards,
+    index_root: Path,
+    cfg: SemanticConfig,
+    engine: Engine,
+    *,
+    chunk_words: int | None = None,
+    num_gpus: float = 0.0,
+    rebuild: bool = False,
+    progress: bool = True,
+) -> SemanticIndex:
+    """Load ``indexes/semantic-<model>-w<W>`` if it matches, else build it from the shards.
+
+    ``num_gpus``: GPUs per embedding worker on Ray (the encoder then runs where torch puts
+    it). Errors as :func:`simscope.semantic.index.build_semantic_index`, and shards out of
+    ``doc_id`` order are refused.
+    """
+    root = Path(index_root)
+    words = chunk_words or cfg.chunk_words
+    model = first_model(shards)
+    units = plan_units(shards, engine.unit_docs)
+    path = root / f"semantic-{slug(model)}-w{words}"
+    if path.exists() and not rebuild:
+        summaries = engine.map_units(_ScanTask(), units, desc=f"hash {model}", progress=progress)
+        input_hash, _ = check_corpus(summaries, units, model)
+        params = _index_params(model, get_embedder(cfg), cfg, words, input_hash)
+        return load_semantic_index(path, params, cfg)
+    with atomic_dir(path, overwrite=True) as tmp:
+        parts = tmp / "parts"
+        parts.mkdir()
+        summaries = engine.map_units_stateful(
+            _EmbedTaskFactory(cfg, words, str(parts)),
+            units,
+            desc=f"embed {model}",
+            num_gpus=num_gpus,
+            progress=progress,
+        )
+        input_hash, rows = check_corpus(summaries, units, model)
+        identities = {repr(sorted(s["identity"].items())) for s in summaries}
+        if len(identities) > 1:
+            raise SimscopeError(
+                f"semantic: the workers embedded with different encoders or numerics "
+                f"({len(identities)} identities, e.g. back-end or precision differ between "
+                "nodes); set semantic.precision explicitly or use one kind of worker"
+            )
+        identity = summaries[0]["identity"]
+        vectors, chunk_doc = _concat(parts, summaries)
+        shutil.rmtree(parts)
+        kind = index_kind_for(len(chunk_doc), cfg)
+        index = make_faiss_index(vectors, kind, cfg)
+        radii = knn_radii(vectors, cfg.k_nn, index if kind == "hnsw-ip" else None)
+        save_array(tmp, "vectors", vectors)
+        save_array(tmp, "chunk_doc", chunk_doc)
+        save_array(tmp, "radii", radii)
+        faiss.write_index(index, str(tmp / FAISS_FILE))
+        params = _index_params(model, cast(Any, _Identity(identity)), cfg, words, input_hash)
+        manifest = write_manifest(
+            tmp,
+            INDEX_KIND,
+            params,
+            extra={
+                "rows": len(chunk_doc),
+                "docs": rows,
+                "engine": f"faiss {faiss.__version__} {kind}",
+                "index_type": kind,
+                "execution": {"engine": engine.name, "units": len(units)},
+            },
+        )
+    return SemanticIndex(path, root, model, vectors, chunk_doc, radii, index, manifest)
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """Stands in for the Embedder in ``_index_params``: only its identity is read."""
+
+    identity: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _ScanTask:
+    def __call__(self, unit: ShardUnit) -> Summary:
+        scan = CorpusScan(unit)
+        for batch in read_unit(unit, _READ_DOCS):
+            scan.update(batch)
+        return scan.summary()
+
+
+@dataclass(frozen=True)
+class _EmbedTaskFactory:
+    """Built once per worker: loads the encoder, returns the unit function."""
+
+    cfg: SemanticConfig
+    chunk_words: int
+    parts: str
+
+    def __call__(self) -> _EmbedTask:
+        return _EmbedTask(self.cfg, self.chunk_words, self.parts)
+
+
+class _EmbedTask:
+    def __init__(self, cfg: SemanticConfig, chunk_words: int, parts: str) -> None:
+        self.embedder = get_embedder(cfg)
+        self.chunk_words = chunk_words
+        self.parts = Path(parts)
+
+    def __call__(self, unit: ShardUnit) -> Summary:
+        scan = CorpusScan(unit)
+        vectors, docs = [], []
+        done = 0
+        for batch in read_unit(unit, _READ_DOCS):
+            scan.update(batch)
+            chunks: list[str] = []
+            owner: list[int] = []
+            for i, text in enumerate(batch.texts):
+                pieces = chunk_document(text, self.chunk_words)
+                chunks.extend(pieces)
+                owner.extend([done + i] * len(pieces))
+            vectors.append(self.embedder.embed(chunks, None, progress=False))
+            docs.append(np.asarray(owner, dtype=np.int64))
+            done += len(batch.texts)
+        dim = self.embedder.dim
+        vec = np.concatenate(vectors) if vectors else np.empty((0, dim), np.float32)
+        doc = np.concatenate(docs) if docs else np.empty(0, np.int64)
+        for name, array in (("vec", vec), ("doc", doc)):
+            final = self.parts / f"u{unit.index:06d}-{name}.npy"
+            tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                np.save(f, array, allow_pickle=False)
+            os.replace(tmp, final)
+        return {**scan.summary(), "chunks": int(doc.size), "identity": self.embedder.identity}
+
+
+def _concat(parts: Path, summaries: list[Summary]) -> tuple[np.ndarray, np.ndarray]:
+    counts = [int(s["chunks"]) for s in summaries]
+    total = sum(counts)
+    dim = None
+    vectors: np.ndarray | None = None
+    chunk_doc = np.empty(total, dtype=np.int64)
+    pos = row0 = 0
+    for u, (s, n) in enumerate(zip(summaries, counts, strict=True)):
+        vec = np.load(parts / f"u{u:06d}-vec.npy", mmap_mode="r")
+        if vectors is None:
+            dim = vec.shape[1]
+            vectors = np.empty((total, dim), dtype=np.float32)
+        vectors[pos : pos + n] = vec
+        chunk_doc[pos : pos + n] = np.load(parts / f"u{u:06d}-doc.npy") + row0
+        pos += n
+        row0 += int(s["rows"])
+    assert vectors is not None and dim is not None
+    return vectors, chunk_doc
