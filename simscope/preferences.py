@@ -64,6 +64,8 @@ EMPTY_ALLOWED: Final = {"pairs": False, "hh": True, "trl": False}
 MAX_BAD_KEPT: Final = 10
 """How many bad-record messages a LoadResult keeps (all are counted)."""
 
+_CHUNK_PAIRS = 8192
+
 _FIELDS: Final = {
     "pairs": ("prompt", "chosen", "rejected"),
     "hh": ("chosen", "rejected"),
@@ -140,6 +142,8 @@ def load_preferences(
         allow_empty = EMPTY_ALLOWED[chosen_schema]
 
     columns: dict[str, list[str]] = {name: [] for name in PREFERENCE_SCHEMA}
+    chunks: list[pl.DataFrame] = []
+    n_pairs = 0
     seen_ids: dict[str, str] = {}
     hash_repeats: dict[str, int] = {}
     bad: list[str] = []
@@ -164,17 +168,23 @@ def load_preferences(
             if repeat > 1:
                 pair_id = f"{pair_id}-{repeat}"
         n_diverged += diverged
-        n_empty += not chosen.strip() or not rejected.strip()
+        n_empty += _blank(chosen) or _blank(rejected)
         for name, value in zip(
             PREFERENCE_SCHEMA,
             (pair_id, prompt, chosen, rejected, _source(record, path)),
             strict=True,
         ):
             columns[name].append(value)
-        if limit is not None and len(columns["pair_id"]) >= limit:
+        n_pairs += 1
+        if n_pairs % _CHUNK_PAIRS == 0:
+            # Python strings cost ~50 bytes each beyond their text: move them into Arrow often.
+            chunks.append(pl.DataFrame(columns, schema=PREFERENCE_SCHEMA))
+            columns = {name: [] for name in PREFERENCE_SCHEMA}
+        if limit is not None and n_pairs >= limit:
             break
+    chunks.append(pl.DataFrame(columns, schema=PREFERENCE_SCHEMA))
+    del columns
 
-    n_pairs = len(columns["pair_id"])
     if n_pairs == 0:
         first_bad = f"; first: {bad[0]}" if bad else ""
         raise SimscopeError(
@@ -198,9 +208,7 @@ def load_preferences(
             "%s: %d exact repeat(s) of a pair kept (ids suffixed -2, -3, ...)", path, n_repeats
         )
     logger.info("%s: %d pairs, schema %s", path, n_pairs, chosen_schema)
-    frame = check_frame(
-        pl.DataFrame(columns, schema=PREFERENCE_SCHEMA), PREFERENCE_SCHEMA, "PreferenceSet"
-    )
+    frame = check_frame(pl.concat(chunks, rechunk=False), PREFERENCE_SCHEMA, "PreferenceSet")
     return LoadResult(frame, n_bad, bad, chosen_schema, n_read, n_diverged, n_empty)
 
 
@@ -306,7 +314,7 @@ def _found(data: Mapping[str, Any], key: str) -> str:
 
 def _string(record: RawRecord, key: str, *, allow_empty: bool) -> str:
     value = record.data.get(key)
-    if isinstance(value, str) and (allow_empty or value.strip()):
+    if isinstance(value, str) and (allow_empty or not _blank(value)):
         return value
     expected = "string" if allow_empty else "non-empty string"
     empty = isinstance(value, str)
@@ -334,8 +342,12 @@ def _parse_hh(record: RawRecord, allow_empty: bool) -> tuple[str, str, str, bool
                 f"{record.location}: field {key!r}: expected an HH-RLHF transcript with an "
                 f"'\\n\\nAssistant:' turn, found {show_value(text)}"
             )
-    shared = _common_prefix_len(chosen, rejected)
-    cut = chosen.rfind(HH_MARKER, 0, shared)
+    shared = last["chosen"] + len(HH_MARKER)
+    if rejected.startswith(chosen[:shared]):
+        cut = last["chosen"]  # the common case: all of the chosen's context is shared
+    else:
+        shared = _common_prefix_len(chosen, rejected)
+        cut = chosen.rfind(HH_MARKER, 0, shared)
     if cut < 0 or cut not in (last["chosen"], last["rejected"]):
         where = "in the first turn" if cut < 0 else f"at character {shared}"
         raise _BadRecord(
@@ -390,7 +402,7 @@ def _parse_trl(record: RawRecord, allow_empty: bool) -> tuple[str, str, str, boo
     responses = {"chosen": _render_response(chosen), "rejected": _render_response(rejected)}
     if not allow_empty:
         for key, response in responses.items():
-            if not response.strip():
+            if _blank(response):
                 raise _BadRecord(
                     f"{record.location}: field {key!r}: expected a non-empty response after "
                     f"the prompt messages, found {show_value(response)}",
@@ -437,6 +449,10 @@ def _content(record: RawRecord, field: str, message: Mapping[str, Any]) -> str:
         f"{record.location}: field {field!r}: expected a string or a list of text parts, "
         f"found {_found(message, 'content')}"
     )
+
+
+def _blank(text: str) -> bool:
+    return not text or text.isspace()
 
 
 def _role(role: str) -> str:
