@@ -184,7 +184,8 @@ def probe_score(
     presence_out: str | None,
     **opts: Any,
 ) -> None:
-    """Score a PreferenceSet parquet (PREFS) with each model: likelihood.* Profile rows.
+    """Score preference data (PREFS: a PreferenceSet parquet or any file `simscope load` reads)
+    with each model: likelihood.* Profile rows.
 
     With --reference corpora, also each model's presence distribution over them and the
     Jensen-Shannon distance between models.
@@ -193,6 +194,7 @@ def probe_score(
 
     import polars as pl
 
+    from simscope.preferences import load_preferences, read_preference_set
     from simscope.probe.importer import import_corpus
     from simscope.probe.likelihood import (
         LikelihoodConfig,
@@ -201,16 +203,20 @@ def probe_score(
         score_reference_corpora,
     )
     from simscope.probe.model import load_model
-    from simscope.records import PREFERENCE_SCHEMA, PROFILE_SCHEMA, check_frame
+    from simscope.records import PREFERENCE_SCHEMA, PROFILE_SCHEMA
     from simscope.storage import write_parquet
 
+    prefs_path = Path(prefs)
     try:
-        prefs_df = check_frame(pl.read_parquet(prefs), PREFERENCE_SCHEMA, "PreferenceSet", prefs)
-    except pl.exceptions.ComputeError as e:
-        raise SimscopeError(
-            f"{prefs}: not a readable parquet file ({str(e).splitlines()[0]}); expected a "
-            "PreferenceSet parquet (pair_id, prompt, chosen, rejected, source)"
-        ) from None
+        columns = (
+            set(pl.read_parquet_schema(prefs_path)) if prefs_path.suffix == ".parquet" else set()
+        )
+    except (pl.exceptions.PolarsError, OSError):
+        columns = set()
+    if set(PREFERENCE_SCHEMA) <= columns:
+        prefs_df = read_preference_set(prefs_path)
+    else:
+        prefs_df = load_preferences(prefs_path, progress=progress_enabled(ctx)).pairs
     refs: dict[str, list[str]] = {}
     for spec_ in references:
         name, sep, ref_path = spec_.partition("=")

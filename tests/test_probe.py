@@ -31,6 +31,7 @@ from simscope.probe.importer import import_corpus, load_corpus
 from simscope.probe.likelihood import (
     LikelihoodConfig,
     js_distance,
+    likelihood_scorer,
     presence_distances,
     score_preferences,
     score_reference_corpora,
@@ -670,8 +671,8 @@ def test_cli_generate_and_score(
     )
     assert gen.exit_code == 0, gen.output
     assert read_probe_corpus(corpus)["model"].unique().to_list() == ["dialogue"]
-    prefs = tmp_path / "prefs.parquet"
-    _hh_prefs(hh_records, 12).write_parquet(prefs)
+    prefs = tmp_path / "prefs.jsonl"  # read by simscope's preference loader (HH schema)
+    prefs.write_text("".join(json.dumps(r) + "\n" for r in hh_records[:12]))
     books = tmp_path / "books.txt"
     books.write_text("\n\n".join(shakespeare_paragraphs[-20:]))
     profile = tmp_path / "profile.parquet"
@@ -706,3 +707,35 @@ def test_cli_generate_and_score(
     assert df.schema == PROFILE_SCHEMA and set(df["model"]) == {"sh", "dl"}
     assert set(pl.read_parquet(presence)["corpus"]) == {"books", "dialogue"}
     assert "likelihood.presence_js_distance" in score.output
+
+
+def test_likelihood_rows_through_the_overlap_stage(
+    shakespeare_lm: LoadedModel,
+    hh_records: list[dict[str, str]],
+    shakespeare_paragraphs: list[str],
+    tmp_path: Path,
+) -> None:
+    from simscope.overlap.profile import ProfileConfig, build_profile
+
+    prefs = _hh_prefs(hh_records, 10)
+    corpus = pl.DataFrame(
+        {
+            "model": "shakespeare",
+            "doc_id": [str(i) for i in range(50)],
+            "text": shakespeare_paragraphs[:50],
+            "origin": "imported",
+        },
+        schema=PROBE_SCHEMA,
+    )
+    scorer = likelihood_scorer({"shakespeare": shakespeare_lm}, prefs=prefs, n_boot=20)
+    result = build_profile(
+        prefs,
+        {"shakespeare": corpus},
+        tmp_path / "indexes",
+        ProfileConfig(n_boot=20),
+        extra_scorers={"likelihood": scorer},
+        progress=False,
+    )
+    rows = result.profile.filter(pl.col("metric").str.starts_with("likelihood."))
+    direct = score_preferences(shakespeare_lm, prefs, n_boot=20, progress=False).profile
+    assert rows.sort("slice", "metric").equals(direct.sort("slice", "metric"))

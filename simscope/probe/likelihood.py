@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -266,6 +266,47 @@ def pair_estimators(
             mean_statistic(margin), n_boot=n_boot, seed=seed
         ),
     }
+
+
+def likelihood_scorer(
+    models: Mapping[str, LoadedModel],
+    config: LikelihoodConfig = LikelihoodConfig(),
+    *,
+    prefs: pl.DataFrame | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+    progress: bool = True,
+) -> Callable[[str, pl.DataFrame, str, list[str]], dict[str, ScopeEstimator]]:
+    """A scorer for the overlap stage's ``extra_scorers`` hook: (model, corpus, slice, texts)
+    -> likelihood estimators, scoring the slice with ``models[model]`` (the corpus is not used).
+
+    With ``prefs`` (the PreferenceSet whose slices are scored) the slice ``chosen`` also gets
+    the zero-shot preference signal. A model missing from ``models`` gets no likelihood rows.
+    """
+
+    def scorer(
+        model: str, corpus: pl.DataFrame, slice_name: str, texts: list[str]
+    ) -> dict[str, ScopeEstimator]:
+        lm = models.get(model)
+        if lm is None:
+            return {}
+        scores = score_texts(lm, texts, config, progress=progress, desc=f"score {slice_name}")
+        out = likelihood_estimators(scores, config, n_boot=n_boot, seed=seed)
+        if prefs is not None and slice_name == "chosen":
+            if prefs.get_column("chosen").to_list() != texts:
+                raise ValueError("likelihood_scorer: prefs do not match the texts scored")
+            pairs = score_pairs(
+                lm,
+                prefs.get_column("prompt").to_list(),
+                texts,
+                prefs.get_column("rejected").to_list(),
+                config,
+                progress=progress,
+            )
+            out.update(pair_estimators(pairs, n_boot=n_boot, seed=seed))
+        return out
+
+    return scorer
 
 
 def _scopes(
