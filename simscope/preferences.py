@@ -26,8 +26,9 @@ Schemas (auto-detected from the first record's fields, or named):
   Empty responses are bad records unless ``allow_empty``.
 
 ``pair_id`` is the record's ``pair_id`` or ``id`` field when it has one (a string or an
-integer; repeated ids are bad records), else the xxh3-128 hash of the length-prefixed
-(prompt, chosen, rejected) texts, with ``-2``, ``-3``, ... appended to exact repeats of a pair.
+integer; null or empty counts as absent), else the xxh3-128 hash of the length-prefixed
+(prompt, chosen, rejected) texts. An id seen before (a repeated id, or an exact repeat of a
+pair) gets ``-2``, ``-3``, ... appended, so ids are unique; the count is logged.
 ``source`` is the record's place: ``file:LINE``, ``file:item N`` or ``file:row N`` (file name
 only, so that a PreferenceSet does not depend on where its input lay).
 """
@@ -144,8 +145,9 @@ def load_preferences(
     columns: dict[str, list[str]] = {name: [] for name in PREFERENCE_SCHEMA}
     chunks: list[pl.DataFrame] = []
     n_pairs = 0
-    seen_ids: dict[str, str] = {}
-    hash_repeats: dict[str, int] = {}
+    used_ids: set[str] = set()
+    next_suffix: dict[str, int] = {}
+    n_repeats = 0
     bad: list[str] = []
     n_read = n_bad = n_diverged = n_empty = 0
     all_records = itertools.chain([first], records)
@@ -153,7 +155,7 @@ def load_preferences(
         n_read += 1
         try:
             prompt, chosen, rejected, diverged = parse(record, allow_empty)
-            pair_id = _explicit_id(record, seen_ids)
+            pair_id = _explicit_id(record)
         except _BadRecord as e:
             if not skip_bad:
                 raise SimscopeError(f"{e}; {_EMPTY_HINT if e.empty else _SKIP_HINT}") from None
@@ -163,10 +165,13 @@ def load_preferences(
             continue
         if pair_id is None:
             pair_id = hash_texts((prompt, chosen, rejected))
-            repeat = hash_repeats.get(pair_id, 0) + 1
-            hash_repeats[pair_id] = repeat
-            if repeat > 1:
-                pair_id = f"{pair_id}-{repeat}"
+        if pair_id in used_ids:
+            n_repeats += 1
+            base, k = pair_id, next_suffix.get(pair_id, 2)
+            while f"{base}-{k}" in used_ids:
+                k += 1
+            pair_id, next_suffix[base] = f"{base}-{k}", k + 1
+        used_ids.add(pair_id)
         n_diverged += diverged
         n_empty += _blank(chosen) or _blank(rejected)
         for name, value in zip(
@@ -202,10 +207,9 @@ def load_preferences(
         )
     if n_empty:
         logger.info("%s: %d pair(s) with an empty response kept", path, n_empty)
-    n_repeats = sum(r - 1 for r in hash_repeats.values())
     if n_repeats:
         logger.info(
-            "%s: %d exact repeat(s) of a pair kept (ids suffixed -2, -3, ...)", path, n_repeats
+            "%s: %d repeated id(s) or pair(s) kept, made unique with -2, -3, ...", path, n_repeats
         )
     logger.info("%s: %d pairs, schema %s", path, n_pairs, chosen_schema)
     frame = check_frame(pl.concat(chunks, rechunk=False), PREFERENCE_SCHEMA, "PreferenceSet")
@@ -471,26 +475,19 @@ def _render_response(messages: list[tuple[str, str]]) -> str:
     return _render(messages)
 
 
-def _explicit_id(record: RawRecord, seen: dict[str, str]) -> str | None:
+def _explicit_id(record: RawRecord) -> str | None:
     key = "pair_id" if "pair_id" in record.data else "id" if "id" in record.data else None
     if key is None:
         return None
     value = record.data[key]
-    if value is None:
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if isinstance(value, bool) or not isinstance(value, str | int) or str(value).strip() == "":
+    if isinstance(value, bool) or not isinstance(value, str | int):
         raise _BadRecord(
-            f"{record.location}: field {key!r}: expected a non-empty string or an integer id, "
-            f"found {show_value(value)}"
+            f"{record.location}: field {key!r}: expected a string or an integer id, found "
+            f"{show_value(value)}"
         )
-    pair_id = str(value)
-    if pair_id in seen:
-        raise _BadRecord(
-            f"{record.location}: field {key!r}: expected a unique id, found {pair_id!r} again "
-            f"(first at {seen[pair_id]})"
-        )
-    seen[pair_id] = record.location
-    return pair_id
+    return str(value)
 
 
 def _source(record: RawRecord, path: Path) -> str:

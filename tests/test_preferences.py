@@ -125,9 +125,9 @@ def test_trl_with_explicit_prompt_ids_and_text_parts() -> None:
 def test_repeated_pairs_get_suffixed_ids(tmp_path: Path) -> None:
     path = tmp_path / "twice.jsonl"
     record = json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"})
-    path.write_text(f"{record}\n\n{record}\n")
+    path.write_text(f"{record}\n\n{record}\n{record}\n")
     ids = load_preferences(path).pairs["pair_id"].to_list()
-    assert ids[1] == f"{ids[0]}-2"
+    assert ids[1:] == [f"{ids[0]}-2", f"{ids[0]}-3"]
 
 
 def test_real_hh_rlhf_file(hh_path: Path) -> None:
@@ -333,13 +333,14 @@ def test_file_level_errors(tmp_path: Path) -> None:
 def test_skip_bad_counts_and_keeps_the_messages() -> None:
     path = BAD / "mixed.jsonl"
     result = load_preferences(path, skip_bad=True)
-    assert (result.n_read, result.n_bad) == (6, 3)
+    assert (result.n_read, result.n_bad) == (7, 3)
     assert result.bad == [
         f"{path}:2: field 'chosen': expected non-empty string, found null",
         f"{path}:4: field 'rejected': expected non-empty string, found ''",
-        f"{path}:5: field 'id': expected a unique id, found '3' again (first at {path}:3)",
+        f"{path}:7: field 'id': expected a string or an integer id, found [7]",
     ]
-    assert result.pairs["pair_id"].to_list() == ["1", "3", "6"]
+    # a repeated id is kept, made unique
+    assert result.pairs["pair_id"].to_list() == ["1", "3", "3-2", "6"]
     assert load_preferences(path, skip_bad=True, limit=2).pairs["pair_id"].to_list() == ["1", "3"]
     kept = load_preferences(path, skip_bad=True, allow_empty=True)
     assert (kept.n_bad, kept.n_empty) == (2, 1)
@@ -363,6 +364,9 @@ def test_readers_locations_bom_tsv_and_blank_lines(tmp_path: Path) -> None:
         (f"{jsonl}:1", {"x": 1}),
         (f"{jsonl}:4", {"x": 2}),
     ]
+    hidden_gzip = tmp_path / "b.jsonl"  # gzip found by its magic bytes, not its name
+    hidden_gzip.write_bytes(gzip.compress(b'{"x": 3}\n'))
+    assert [r.data for r in read_records(hidden_gzip)] == [{"x": 3}]
     tsv = tmp_path / "a.tsv"
     tsv.write_text("x\ty\n1\ttwo, three\n")
     assert [r.data for r in read_records(tsv)] == [{"x": "1", "y": "two, three"}]
@@ -436,7 +440,7 @@ def test_cli_load(tmp_path: Path, hh_path: Path) -> None:
 
     skipped = runner.invoke(cli, ["--quiet", "load", str(BAD / "mixed.jsonl"), "--skip-bad"])
     assert skipped.exit_code == 0
-    assert skipped.output.splitlines()[-1].startswith("3 pairs, schema pairs, 3 bad skipped;")
+    assert skipped.output.splitlines()[-1].startswith("4 pairs, schema pairs, 3 bad skipped;")
 
     strict = runner.invoke(cli, ["load", str(hh_path), "--no-allow-empty", "--schema", "hh"])
     assert strict.exit_code == 1

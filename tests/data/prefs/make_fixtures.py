@@ -165,7 +165,8 @@ def main() -> None:
             },
         ],
     )
-    # five records: line 2 has a non-string, line 4 an empty response, line 5 a repeated id
+    # seven records: line 2 has a null response, line 4 an empty response, line 5 a repeated
+    # id (kept, made unique), line 7 an id that is neither a string nor an integer
     _jsonl(
         bad / "mixed.jsonl",
         [
@@ -175,6 +176,7 @@ def main() -> None:
             {"id": 4, "prompt": "x", "chosen": "y", "rejected": ""},
             {"id": 3, **PAIRS[2]},
             {"id": 6, **PAIRS[2]},
+            {"id": [7], **PAIRS[0]},
         ],
     )
 
