@@ -355,7 +355,12 @@ def select(
     type=click.Choice(["auto", "pairs", "hh", "trl"]),
     help="Record schema (auto: from the first record's fields).",
 )
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "json", "parquet", "csv"]))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "json", "parquet", "csv"]),
+    help="Record format (default: from the file name).",
+)
 @click.option("--skip-bad", is_flag=True, help="Skip bad records and count them.")
 @click.option(
     "--allow-empty/--no-allow-empty",
