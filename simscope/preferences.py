@@ -344,7 +344,8 @@ def _parse_hh(record: RawRecord, allow_empty: bool) -> tuple[str, str, str, bool
         if last[key] < 0:
             raise _BadRecord(
                 f"{record.location}: field {key!r}: expected an HH-RLHF transcript with an "
-                f"'\\n\\nAssistant:' turn, found {show_value(text)}"
+                f"'\\n\\nAssistant:' turn, found {show_value(text)} (schema 'hh': chosen and "
+                "rejected without a 'prompt' field)"
             )
     shared = last["chosen"] + len(HH_MARKER)
     if rejected.startswith(chosen[:shared]):

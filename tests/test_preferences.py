@@ -224,8 +224,8 @@ BAD_INPUTS = [
         "hh_no_assistant.jsonl",
         {},
         "{p}:2: field 'chosen': expected an HH-RLHF transcript with an '\\n\\nAssistant:' "
-        "turn, found '\\n\\nHuman: Hello?'; fix the record, or pass --skip-bad to skip bad "
-        "records",
+        "turn, found '\\n\\nHuman: Hello?' (schema 'hh': chosen and rejected without a "
+        "'prompt' field); fix the record, or pass --skip-bad to skip bad records",
     ),
     (
         "hh_parted.jsonl",
@@ -245,7 +245,8 @@ BAD_INPUTS = [
         "non_string.jsonl",
         {"schema": "hh"},
         "{p}:1: field 'chosen': expected an HH-RLHF transcript with an '\\n\\nAssistant:' "
-        "turn, found 'Paris.'; fix the record, or pass --skip-bad to skip bad records",
+        "turn, found 'Paris.' (schema 'hh': chosen and rejected without a 'prompt' field); fix "
+        "the record, or pass --skip-bad to skip bad records",
     ),
     (
         "missing_rejected.csv",
