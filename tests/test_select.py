@@ -479,3 +479,28 @@ def test_cli_select_bad_target_is_one_error_line(tmp_path: Path) -> None:
         "'rmbench_hard', 'rmbench_normal']"
     )
     assert "Traceback" not in result.output
+
+
+# ---- rates over many seeds (slow) ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_rates_over_seeds_false_rankings_and_coverage() -> None:
+    false_rankings = 0
+    for seed in range(20):
+        bench, rm, _ = synthetic(20, 10, seed=100 + seed, signal=False)
+        result = select_models(None, bench, rm, target_metric="rb", seed=0, n_boot=10)
+        false_rankings += result.verdict.status != "no_reliable_ranking"
+    assert false_rankings <= 2  # <= 10% of pure-noise targets get any ranking
+    rhos, coverages = [], []
+    for seed in range(10):
+        bench, rm, truth = synthetic(20, 100, seed=100 + seed)
+        result = select_models(None, bench, rm, target_metric="rb", seed=0, n_boot=10)
+        untried = result.selection.filter(pl.col("observed").is_null())
+        true = np.array([truth[m] for m in untried.get_column("model")])
+        rhos.append(spearmanr(untried.get_column("predicted").to_numpy(), true).statistic)
+        low = untried.get_column("pi_low").to_numpy()
+        high = untried.get_column("pi_high").to_numpy()
+        coverages.append(float(np.mean((low <= true) & (true <= high))))
+    assert np.mean(rhos) > 0.9
+    assert abs(np.mean(coverages) - 0.9) <= 0.05
