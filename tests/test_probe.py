@@ -358,6 +358,24 @@ def test_generation_is_deterministic(shakespeare_lm: LoadedModel, tmp_path: Path
     assert not (tmp_path / "a.parquet.incomplete").exists()
 
 
+def test_models_own_generation_config_does_not_leak(
+    tiny_models: dict[str, Path], shakespeare_lm: LoadedModel, tmp_path: Path
+) -> None:
+    # A chat-style generation_config.json must not narrow the sampled distribution.
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_models["shakespeare"], copy)
+    cfg_path = copy / "generation_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.update(top_k=1, min_p=0.5, repetition_penalty=5.0, no_repeat_ngram_size=2, temperature=0.1)
+    cfg_path.write_text(json.dumps(cfg))
+    tuned = load_model(copy, device="cpu", name="shakespeare")
+    a = generate_corpus(shakespeare_lm, tmp_path / "a.parquet", GEN, progress=False)
+    b = generate_corpus(tuned, tmp_path / "b.parquet", GEN, progress=False)
+    assert a.equals(b)
+
+
 def test_generation_resumes_after_interruption(
     shakespeare_lm: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -216,8 +216,15 @@ def sample_batch(lm: LoadedModel, config: GenerationConfig, batch: int) -> tuple
         do_sample=sample,
         temperature=config.temperature if sample else None,
         top_p=config.top_p if sample else None,
+        # Every other filter set to its neutral value explicitly: a field left unset would be
+        # filled from the model's own generation_config (chat-style top_k, min_p, penalties).
         top_k=0 if sample else None,
+        min_p=0.0 if sample else None,
+        typical_p=1.0,
+        epsilon_cutoff=0.0,
+        eta_cutoff=0.0,
         repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
         max_new_tokens=config.max_new_tokens,
         min_new_tokens=0,
         pad_token_id=pad,
