@@ -114,9 +114,10 @@ def load_model(
     path = Path(ref).expanduser()
     is_dir = path.is_dir()
     if not is_dir and (path.exists() or ref.startswith((".", "/", "~")) or ref.count("/") > 1):
+        found = "a file" if path.exists() else "no such directory"
         raise SimscopeError(
             f"model {ref!r}: expected a model directory (with config.json) or a model id in the "
-            "local Hugging Face cache, found no such directory; check the path"
+            f"local Hugging Face cache, found {found}; check the path"
         )
     if is_dir and not (path / "config.json").is_file():
         raise SimscopeError(
