@@ -305,6 +305,13 @@ def report(run_dir: str, out: str | None) -> None:
     type=click.Choice(["error", "mean", "max", "first"]),
     help="Repeated RM scores of a model: refuse, or combine.",
 )
+@click.option(
+    "--benchmark-duplicates",
+    default="error",
+    show_default=True,
+    type=click.Choice(["error", "mean", "max", "first"]),
+    help="Repeated benchmark scores of a model (not marked duplicate_entry): refuse, or combine.",
+)
 @click.option("--model-map", type=click.Path(exists=True, dir_okay=False), help="CSV name,model.")
 @click.option("--candidate", "candidates", multiple=True, help="Rank only these (repeatable).")
 @click.option("--coverage", default=0.9, show_default=True, type=float, help="Interval level.")

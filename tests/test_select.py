@@ -354,8 +354,7 @@ def test_long_layout_missing_benchmark_model_column(tmp_path: Path) -> None:
         read_benchmarks(path)
     assert str(e.value) == (
         f"{path}: Benchmarks: no model column 'model'; expected a column with the model ids, "
-        "found columns ['name', 'benchmark', 'score']; rename it, or name it with a 'model' "
-        "header"
+        "found columns ['name', 'benchmark', 'score']; rename it to 'model'"
     )
 
 

@@ -348,10 +348,15 @@ def write_selection(result: SelectionResult, out_dir: str | Path) -> tuple[Path,
 def format_result(result: SelectionResult, *, top: int = 20) -> str:
     """The ranking (best ``top`` rows), the CV table and the verdict, as plain text."""
     s = result.cv_summary
+    caveat = {
+        "no_reliable_ranking": " -- NO RELIABLE RANKING, see the verdict below",
+        "no_better_than_baseline": " -- no better than a baseline, see the verdict below",
+        "reliable_ranking": "",
+    }[result.verdict.status]
     lines = [
         f"Ranking by {result.verdict.chosen} for {s['target_metric']} "
         f"({s['n_measured']} measured, {s['n_untried']} untried; "
-        f"{s['coverage_nominal']:.0%} intervals)",
+        f"{s['coverage_nominal']:.0%} intervals){caveat}",
         f"{'rank':>4}  {'model':<44} {'observed':>8} {'predicted':>9} {'interval':>17} "
         f"{'p_best':>6}",
     ]
@@ -409,6 +414,7 @@ def cli_select(
     rm_model_column: str = "model",
     rm_where: Sequence[str] = (),
     rm_duplicates: Duplicates = "error",
+    benchmark_duplicates: Duplicates = "error",
     model_map: str | None = None,
     candidates: Sequence[str] = (),
     coverage: float = DEFAULT_COVERAGE,
@@ -436,7 +442,11 @@ def cli_select(
         ),
         names,
     )
-    bench = rename_models(read_benchmarks(benchmarks), names) if benchmarks else None
+    bench = (
+        rename_models(read_benchmarks(benchmarks, duplicates=benchmark_duplicates), names)
+        if benchmarks
+        else None
+    )
     prof = rename_models(read_profile(profile), names) if profile else None
     result = select_models(
         prof,

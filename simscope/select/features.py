@@ -71,7 +71,7 @@ def build_features(
     or constant over them, is dropped.
     """
     target = _target(rm_results, target_metric)
-    tables: list[tuple[pl.DataFrame, Group | None]] = []
+    tables: list[tuple[pl.DataFrame, Group]] = []
     if benchmarks is not None and benchmarks.height:
         wide = benchmarks.pivot("benchmark", index="model", values="score", aggregate_function=None)
         size = None
@@ -143,7 +143,7 @@ def build_features(
                     f"select: feature {column!r} appears in two tables; rename the benchmark"
                 )
             names.append(column)
-            groups.append(group)  # type: ignore[arg-type]
+            groups.append(group)
     X = frame.select(names).cast(pl.Float64).to_numpy().astype(np.float64, copy=True)
     y_map = dict(target.iter_rows())
     y = np.array([y_map.get(m, math.nan) if m in set(measured) else math.nan for m in models])
@@ -212,7 +212,7 @@ def _screen(
         missing = int(np.isnan(column).sum())
         if missing > max_missing_share * n:
             dropped[name] = f"missing for {missing} of {n} measured models"
-        elif np.nanstd(column) == 0.0 if missing < n else True:
+        elif np.nanstd(column) == 0.0:
             dropped[name] = f"constant over the {n - missing} measured models that have it"
         else:
             keep.append(j)

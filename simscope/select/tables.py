@@ -61,11 +61,11 @@ def read_benchmarks(source: str | Path, *, duplicates: Duplicates = "error") -> 
     )
     raw = _read_raw(path)
     if "benchmark" in raw.columns and "score" in raw.columns:
-        long = _long(raw, path, "Benchmarks", "benchmark", "model", "a 'model' header")
+        long = _long(raw, path, "Benchmarks", "benchmark", "model", None)
     else:
         raw = _average_marked_duplicates(raw, path)
-        long = _wide_to_long(raw, path, "Benchmarks", "benchmark", "model", "a 'model' header")
-    long = _resolve_duplicates(long, path, "benchmark", duplicates, "--duplicates", raw)
+        long = _wide_to_long(raw, path, "Benchmarks", "benchmark", "model", None)
+    long = _resolve_duplicates(long, path, "benchmark", duplicates, "--benchmark-duplicates", raw)
     return check_frame(long.drop("_row"), BENCHMARK_SCHEMA, "Benchmarks", str(path))
 
 
@@ -237,12 +237,14 @@ def _first_bad(raw: pl.DataFrame, column: str) -> tuple[int, object] | None:
     return int(raw.get_column("_row")[i]), original[i]
 
 
-def _check_models(raw: pl.DataFrame, path: Path, table: str, model_column: str, fix: str) -> None:
+def _check_models(
+    raw: pl.DataFrame, path: Path, table: str, model_column: str, option: str | None
+) -> None:
     if model_column not in raw.columns:
+        fix = f"rename it, or name it with {option}" if option else "rename it to 'model'"
         raise SimscopeError(
             f"{path}: {table}: no model column {model_column!r}; expected a column with the "
-            f"model ids, found columns {[c for c in raw.columns if c != '_row']}; rename it, or "
-            f"name it with {fix}"
+            f"model ids, found columns {[c for c in raw.columns if c != '_row']}; {fix}"
         )
     models = raw.get_column(model_column)
     empty = models.is_null() | (models.cast(pl.String).str.strip_chars() == "")
@@ -255,7 +257,7 @@ def _check_models(raw: pl.DataFrame, path: Path, table: str, model_column: str, 
 
 
 def _long(
-    raw: pl.DataFrame, path: Path, table: str, key: str, model_column: str, fix: str
+    raw: pl.DataFrame, path: Path, table: str, key: str, model_column: str, fix: str | None
 ) -> pl.DataFrame:
     _check_models(raw, path, table, model_column, fix)
     bad = _first_bad(raw, "score")
@@ -274,7 +276,7 @@ def _long(
 
 
 def _wide_to_long(
-    raw: pl.DataFrame, path: Path, table: str, key: str, model_column: str, fix: str
+    raw: pl.DataFrame, path: Path, table: str, key: str, model_column: str, fix: str | None
 ) -> pl.DataFrame:
     _check_models(raw, path, table, model_column, fix)
     score_columns: list[str] = []
