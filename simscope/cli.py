@@ -289,14 +289,26 @@ def report(run_dir: str, out: str | None) -> None:
 
 
 @cli.command()
-@click.option("--profile", type=click.Path(exists=True, dir_okay=False), help="Profile parquet.")
+@click.option(
+    "--profile", type=click.Path(exists=True, dir_okay=False), help="Profile (parquet or CSV)."
+)
 @click.option(
     "--benchmarks",
     help="Benchmark table (CSV/parquet, long or wide) or a bundled name: open-llm-leaderboard-v2.",
 )
-@click.option("--rm-results", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--rm-results",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Measured RM results: long (model,metric,score) or one column per metric.",
+)
 @click.option("--target", required=True, help="RM metric to predict, e.g. rewardbench_v2.")
-@click.option("--rm-model-column", default="model", show_default=True, help="Wide RM tables.")
+@click.option(
+    "--rm-model-column",
+    default="model",
+    show_default=True,
+    help="Column with the base-model id in the RM table, e.g. base_model.",
+)
 @click.option("--rm-where", multiple=True, help="Keep RM rows with COLUMN=VALUE (repeatable).")
 @click.option(
     "--rm-duplicates",
@@ -312,7 +324,11 @@ def report(run_dir: str, out: str | None) -> None:
     type=click.Choice(["error", "mean", "max", "first"]),
     help="Repeated benchmark scores of a model (not marked duplicate_entry): refuse, or combine.",
 )
-@click.option("--model-map", type=click.Path(exists=True, dir_okay=False), help="CSV name,model.")
+@click.option(
+    "--model-map",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CSV with columns name,model: read each name (e.g. a short name) as that model id.",
+)
 @click.option("--candidate", "candidates", multiple=True, help="Rank only these (repeatable).")
 @click.option("--coverage", default=0.9, show_default=True, type=float, help="Interval level.")
 @click.option("--n-boot", default=200, show_default=True, type=int, help="P(best) refits.")

@@ -503,3 +503,48 @@ def test_rates_over_seeds_false_rankings_and_coverage() -> None:
         coverages.append(float(np.mean((low <= true) & (true <= high))))
     assert np.mean(rhos) > 0.9
     assert abs(np.mean(coverages) - 0.9) <= 0.05
+
+
+def test_parquet_tables_name_rows(tmp_path: Path) -> None:
+    path = tmp_path / "b.parquet"
+    pl.DataFrame(
+        {"model": ["a", "b"], "benchmark": ["x", "x"], "score": ["1.5", "oops"]}
+    ).write_parquet(path)
+    with pytest.raises(SimscopeError) as e:
+        read_benchmarks(path)
+    assert str(e.value) == (
+        f"{path}: row 2: Benchmarks: field 'score': expected a number, found 'oops'; fix the "
+        "cell or delete the row"
+    )
+
+
+def test_rm_where_names_the_values_found() -> None:
+    with pytest.raises(SimscopeError) as e:
+        read_rm_results(RB2, model_column="base_model", where={"training_data": "both"})
+    assert str(e.value) == (
+        f"{RB2}: --rm-where training_data=both: no row has training_data='both'; values found: "
+        "['Both', 'Skywork', 'Tulu']"
+    )
+
+
+def test_profile_csv_through_the_cli(tmp_path: Path) -> None:
+    bench, rm, truth = synthetic(8, 3, seed=12, n_bench=2)
+    bench.write_csv(tmp_path / "bench.csv")
+    rm.write_csv(tmp_path / "rm.csv")
+    lines = ["model,slice,topic,metric,value,ci_low,ci_high"]
+    lines += [f"{m},prompt,,semantic.coverage_k5,{truth[m] / 100:.4f},," for m in sorted(truth)]
+    lines += [f"{m},prompt,t1,semantic.coverage_k5,0.5,," for m in sorted(truth)]
+    (tmp_path / "profile.csv").write_text("\n".join(lines) + "\n")
+    args = ["select", "--profile", str(tmp_path / "profile.csv"), "--benchmarks"]
+    args += [str(tmp_path / "bench.csv"), "--rm-results", str(tmp_path / "rm.csv")]
+    result = CliRunner().invoke(cli, [*args, "--target", "rb", "--n-boot", "5"])
+    assert result.exit_code == 0, result.output
+    assert "similarity_enet" in result.output and "combined_enet" in result.output
+    (tmp_path / "profile.csv").write_text("\n".join([*lines, lines[1]]) + "\n")
+    result = CliRunner().invoke(cli, [*args, "--target", "rb"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: {tmp_path / 'profile.csv'}: Profile: duplicate rows for model 'org/m000', "
+        "feature 'prompt/semantic.coverage_k5' (topic null); expected one value per (model, "
+        "slice, metric); deduplicate the Profile"
+    )

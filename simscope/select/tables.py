@@ -163,10 +163,12 @@ def read_profile(path: str | Path) -> pl.DataFrame:
                 raw = raw.with_columns(_as_float(raw, column).alias(column))
         if "topic" in raw.columns:
             raw = raw.with_columns(pl.col("topic").replace("", None))
-    return check_frame(raw, PROFILE_SCHEMA, "Profile", str(path))
+    profile = check_frame(raw, PROFILE_SCHEMA, "Profile", str(path))
+    profile_features(profile, str(path))  # refuse duplicates here, where the file is known
+    return profile
 
 
-def profile_features(profile: pl.DataFrame, where: str = "Profile") -> pl.DataFrame:
+def profile_features(profile: pl.DataFrame, where: str = "") -> pl.DataFrame:
     """Wide Profile features: one row per model, one ``slice/metric`` column per whole-slice
     metric (rows with a null topic). Topic rows are left out: they are not comparable across
     preference sets."""
@@ -178,8 +180,9 @@ def profile_features(profile: pl.DataFrame, where: str = "Profile") -> pl.DataFr
     if dup.height:
         model, feature = dup.row(0)[:2]
         raise SimscopeError(
-            f"{where}: Profile: duplicate rows for model {model!r}, feature {feature!r} (topic "
-            "null); expected one value per (model, slice, metric); deduplicate the Profile"
+            f"{where + ': ' if where else ''}Profile: duplicate rows for model {model!r}, "
+            f"feature {feature!r} (topic null); expected one value per (model, slice, metric); "
+            "deduplicate the Profile"
         )
     if whole.height == 0:
         return pl.DataFrame(schema={"model": pl.String})
