@@ -32,7 +32,7 @@ from simscope.errors import SimscopeError
 from simscope.probe.corpus import read_probe_corpus, write_probe_corpus
 from simscope.probe.model import LoadedModel, load_model
 from simscope.records import PROBE_SCHEMA
-from simscope.storage import write_parquet
+from simscope.storage import atomic_file, write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +164,8 @@ def _resume_state(work: Path, settings: dict[str, Any], config: GenerationConfig
     if not settings_file.is_file():
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        settings_file.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        with atomic_file(settings_file) as tmp:
+            tmp.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
         return 0
     try:
         before = json.loads(settings_file.read_text())
