@@ -181,13 +181,16 @@ def test_profile_features_add_similarity_and_combined_predictors() -> None:
     closeness = {m: truth[m] / 10.0 + rng.normal(0, 0.05) for m in models}
     profile = pl.DataFrame(
         {
-            "model": models * 2,
-            "slice": ["prompt"] * len(models) + ["chosen"] * len(models),
-            "topic": [None] * (2 * len(models)),
-            "metric": ["semantic.coverage_k5"] * (2 * len(models)),
-            "value": [closeness[m] for m in models] + [0.5] * len(models),
-            "ci_low": [None] * (2 * len(models)),
-            "ci_high": [None] * (2 * len(models)),
+            "model": models * 3,
+            "slice": ["prompt"] * len(models) + ["chosen"] * (2 * len(models)),
+            "topic": [None] * (3 * len(models)),
+            "metric": ["semantic.coverage_k5"] * (2 * len(models))
+            + ["lexical.containment_13gram"] * len(models),
+            "value": [closeness[m] for m in models]
+            + [0.5] * len(models)
+            + [truth[m] / 100 for m in models],
+            "ci_low": [None] * (3 * len(models)),
+            "ci_high": [None] * (3 * len(models)),
         },
         schema={
             "model": pl.String,
@@ -215,6 +218,10 @@ def test_profile_features_add_similarity_and_combined_predictors() -> None:
         "chosen/semantic.coverage_k5": "constant over the 12 measured models that have it"
     }
     assert table["similarity_enet"]["pair_tau"] > 0.8
+    # A contamination check finds copies, not closeness: kept out of the features, and said so.
+    assert result.cv_summary["features"]["contamination_checks_not_used"] == [
+        "chosen/lexical.containment_13gram"
+    ]
 
 
 def test_same_seed_same_result_other_seed_same_shape() -> None:

@@ -2,6 +2,8 @@
 
 Joins Profile features (``slice/metric``), benchmark scores and ``log_params`` on exact model
 names, matches the measured RM results to them, and screens features on the measured models.
+Profile metrics of the contamination family (exact n-gram containment, near-duplicate rates)
+find copies, not closeness; they are left out of the features and listed in the report.
 Every decision that loses or fills information is written to the report, never done
 silently: unmatched names (with the closest names found), features dropped (too often
 missing, or constant), and which models get which features imputed.
@@ -20,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from simscope.errors import SimscopeError
+from simscope.metrics import spec
 from simscope.select.tables import PARAMS_BENCHMARK
 
 logger = logging.getLogger(__name__)
@@ -91,6 +94,12 @@ def build_features(
             tables.append((wide, "benchmarks"))
         if size is not None:
             tables.append((size, "size"))
+    contamination: list[str] = []
+    if profile_wide is not None and profile_wide.width > 1:
+        contamination = [c for c in profile_wide.columns[1:] if _is_contamination(c)]
+        if contamination:
+            logger.info("contamination checks left out of the features: %s", contamination)
+            profile_wide = profile_wide.drop(contamination)
     if profile_wide is not None and profile_wide.width > 1:
         tables.append((profile_wide, "similarity"))
     if not tables:
@@ -108,6 +117,7 @@ def build_features(
         "measured_models": len(measured_all),
         "matched_measured_models": len(measured),
         "unmatched_measured_models": unmatched,
+        "contamination_checks_not_used": contamination,
     }
     if unmatched:
         logger.warning("measured models without features (left out): %s", _describe(unmatched))
@@ -239,3 +249,13 @@ def _describe(names: dict[str, Any]) -> str:
         else:
             parts.append(f"{name!r}: {hint}")
     return "; ".join(parts)
+
+
+def _is_contamination(feature: str) -> bool:
+    """Whether a ``slice/metric`` feature is a contamination check (copies), which the
+    design keeps beside, not inside, closeness. Metrics the registry does not know are kept."""
+    metric = feature.split("/", 1)[-1]
+    try:
+        return spec(metric).family == "contamination"
+    except SimscopeError:
+        return False
