@@ -555,3 +555,12 @@ def test_profile_csv_through_the_cli(tmp_path: Path) -> None:
         "feature 'prompt/semantic.coverage_k5' (topic null); expected one value per (model, "
         "slice, metric); deduplicate the Profile"
     )
+
+
+def test_equal_scores_share_p_best_and_give_no_ranking() -> None:
+    bench, rm, _ = synthetic(6, 2, seed=13)
+    result = select_models(
+        None, bench, rm.with_columns(score=pl.lit(70.0)), target_metric="rb", seed=0, n_boot=5
+    )
+    assert result.verdict.status == "no_reliable_ranking"
+    assert result.selection.get_column("p_best").to_list() == pytest.approx([1 / 8] * 8)

@@ -300,8 +300,10 @@ def _selection_frame(
         },
         schema=SELECTION_SCHEMA,
     )
+    # NaN (unmeasured) and +-inf (no interval at this level) are both written as null.
     return df.with_columns(
-        pl.col(c).fill_nan(None) for c in ("pi_low", "pi_high", "observed")
+        pl.when(pl.col(c).is_finite()).then(pl.col(c)).otherwise(None).alias(c)
+        for c in ("pi_low", "pi_high", "observed")
     ).sort("rank")
 
 

@@ -99,7 +99,12 @@ def pair_splits(y: np.ndarray, *, seed: int, max_fits: int = MAX_PAIR_FITS) -> P
                     first.append(i)
                     second.append(j)
                     fit_of_pair.append(f)
-    return PairSplits(tuple(tests), np.array(first), np.array(second), np.array(fit_of_pair))
+    return PairSplits(
+        tuple(tests),
+        np.array(first, dtype=np.int64),
+        np.array(second, dtype=np.int64),
+        np.array(fit_of_pair, dtype=np.int64),
+    )
 
 
 def pairwise_concordance(

@@ -133,16 +133,20 @@ def p_best(
     untried = np.flatnonzero(~measured)
     signed_residual = y_m - loo.predicted
     rng = np.random.default_rng(seed)
+    if untried.size == 0:
+        return _share_of_max(y)
     wins = np.zeros(len(y))
-    best_observed = int(np.flatnonzero(measured)[np.argmax(y_m)])
     for _b in range(n_boot):
         draw = rng.integers(0, len(y_m), size=len(y_m))
-        if untried.size == 0:
-            wins[best_observed] += 1
-            continue
         fit = fit_predictor(spec, X_m[draw], y_m[draw], seed=seed, penalty=penalty or None)
         guess = fit.predict(X[untried]) + rng.choice(signed_residual, size=untried.size)
         values = y.copy()
         values[untried] = guess
-        wins[int(np.argmax(values))] += 1
+        wins += _share_of_max(values)
     return wins / n_boot
+
+
+def _share_of_max(values: np.ndarray) -> np.ndarray:
+    """1 for the highest value; models tied for the highest share the win."""
+    top = values == values.max()
+    return top / top.sum()
