@@ -366,6 +366,147 @@ def select(
     )
 
 
+# ---- profile, run, demo: the pipeline ----------------------------------------------------
+
+
+def _parse_corpus(value: str) -> tuple[str, str]:
+    name, sep, path = value.partition("=")
+    if not sep or not name or not path:
+        raise SimscopeError(f"--corpus: expected NAME=PATH, found {value!r}")
+    return name, path
+
+
+@cli.command()
+@click.option("--prefs", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--schema", default="auto", show_default=True, help="auto, pairs, hh or trl.")
+@click.option("--skip-bad", is_flag=True, help="Skip bad preference records; count them.")
+@click.option(
+    "--corpus",
+    "corpora",
+    multiple=True,
+    required=True,
+    metavar="NAME=PATH",
+    help="A candidate's probe corpus: ProbeCorpus parquet, JSONL/CSV/parquet, .txt or folder.",
+)
+@click.option("--text-field", default="text", show_default=True)
+@click.option("--indexes", default="indexes", show_default=True, type=click.Path(file_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Profile out.")
+@click.option("--semantic/--no-semantic", default=True, show_default=True)
+@click.option("--engine", default="rensa", show_default=True, help="MinHash engine.")
+@click.option("--n-boot", default=200, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--rebuild", is_flag=True, help="Rebuild indexes that exist.")
+@click.pass_context
+def profile(
+    ctx: click.Context,
+    prefs: str,
+    schema: str,
+    skip_bad: bool,
+    corpora: tuple[str, ...],
+    text_field: str,
+    indexes: str,
+    out: str,
+    semantic: bool,
+    engine: str,
+    n_boot: int,
+    seed: int,
+    rebuild: bool,
+) -> None:
+    """Profile probe corpora against preference data (lexical and semantic overlap)."""
+    from pathlib import Path
+
+    from simscope.lexical.index import LexicalConfig
+    from simscope.pipeline import (
+        CandidateSection,
+        PreferencesSection,
+        RunConfig,
+        StagesSection,
+        profile_only,
+    )
+
+    cfg = RunConfig(
+        preferences=PreferencesSection(Path(prefs), schema=schema, skip_bad=skip_bad),
+        candidates=tuple(
+            CandidateSection(name, corpus=Path(path), text_field=text_field)
+            for name, path in map(_parse_corpus, corpora)
+        ),
+        seed=seed,
+        indexes_dir=Path(indexes),
+        n_boot=n_boot,
+        stages=StagesSection(semantic=semantic, likelihood=False, topics=semantic),
+        lexical=LexicalConfig(engine=engine),
+    )
+    table = profile_only(cfg, Path(out), rebuild=rebuild, progress=progress_enabled(ctx))
+    click.echo(_profile_summary(table))
+
+
+def _profile_summary(table: Any) -> str:
+    import polars as pl
+
+    whole = table.filter(pl.col("topic").is_null()).sort(["metric", "slice", "model"])
+    lines = [f"{'metric':36} {'slice':9} {'model':24} {'value':>8}  95% CI"]
+    for r in whole.iter_rows(named=True):
+        ci = "" if r["ci_low"] is None else f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+        lines.append(f"{r['metric']:36} {r['slice']:9} {r['model']:24} {r['value']:8.3f}  {ci}")
+    return "\n".join(lines)
+
+
+@cli.command("run")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.option("--rebuild", is_flag=True, help="Rebuild indexes that exist.")
+@click.pass_context
+def run_cmd(ctx: click.Context, config: str, rebuild: bool) -> None:
+    """Run the whole pipeline from one TOML config; write the run directory and report."""
+    from pathlib import Path
+
+    from simscope.pipeline import load_run_config, run
+
+    result = run(load_run_config(Path(config)), rebuild=rebuild, progress=progress_enabled(ctx))
+    _print_run(result)
+
+
+@cli.command()
+@click.option(
+    "--dir",
+    "work_dir",
+    type=click.Path(file_okay=False),
+    help="Work directory (default: $SIMSCOPE_DEMO_DIR or ./simscope-demo); reused as a cache.",
+)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.pass_context
+def demo(ctx: click.Context, work_dir: str | None, seed: int) -> None:
+    """Run the whole pipeline on the bundled real data (tiny LMs trained on known mixtures)."""
+    from pathlib import Path
+
+    from simscope.examples.demo import default_work_dir, run_demo
+
+    result = run_demo(
+        Path(work_dir) if work_dir else default_work_dir(),
+        seed=seed,
+        progress=progress_enabled(ctx),
+    )
+    _print_run(result)
+
+
+def _print_run(result: Any) -> None:
+    import polars as pl
+
+    if result.selection is not None:
+        click.echo("Ranking (predicted RM quality; observed where measured):")
+        for r in result.selection.sort("rank").iter_rows(named=True):
+            observed = "untried" if r["observed"] is None else f"observed {r['observed']:.3f}"
+            click.echo(
+                f"  {r['rank']:>2}. {r['model']:28} predicted {r['predicted']:.3f} "
+                f"[{r['pi_low']:.3f}, {r['pi_high']:.3f}]  P(best) {r['p_best']:.2f}  {observed}"
+            )
+        if result.verdict:
+            click.echo(f"Verdict: {result.verdict}")
+    else:
+        whole = result.profile.filter(pl.col("topic").is_null())
+        click.echo(f"Profile: {whole.height} rows over {whole['model'].n_unique()} models")
+    click.echo(f"Report: {result.report}")
+
+
 # ---- load: preference files in, a PreferenceSet parquet out -------------------------------
 
 

@@ -1,11 +1,12 @@
-"""A small Bradley-Terry reward model on top of a causal LM: how the demo *measures* RM
+"""A small Bradley-Terry reward model on a frozen causal LM: how the demo *measures* RM
 quality for each candidate instead of inventing it.
 
-The reward is a linear head on the last non-padding token's hidden state; training minimises
-``-log sigmoid(r(chosen) - r(rejected))`` over preference pairs, and quality is the accuracy
-(share of test pairs with ``r(chosen) > r(rejected)``) on pairs the model never saw.
-This is the recipe of reward-model papers shrunk to seconds on a CPU, not a way to train a
-production RM.
+The base model stays frozen; each text is the mean of its last hidden states (padding
+masked), and a linear reward head is fit by minimising ``-log sigmoid(r(chosen) -
+r(rejected))`` with L2 regularisation. Quality is the accuracy (share of test pairs with
+``r(chosen) > r(rejected)``) on pairs the head never saw. A frozen base with a trained head is
+the cheapest reward model whose quality depends only on what the base model represents;
+full fine-tuning took ~90 s per tiny model here, this takes seconds.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from simscope.errors import SimscopeError
@@ -35,30 +35,28 @@ class RewardResult:
     final_train_loss: float
 
 
-class _RewardModel(nn.Module):
-    def __init__(self, body: nn.Module, hidden: int) -> None:
-        super().__init__()
-        self.body = body
-        self.head = nn.Linear(hidden, 1)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.body(input_ids=input_ids, attention_mask=attention_mask)
-        hidden = out.last_hidden_state
-        last = attention_mask.sum(dim=1) - 1
-        pooled = hidden[torch.arange(hidden.shape[0]), last]
-        return self.head(pooled).squeeze(-1)
-
-
-def _encode(
-    tokenizer: object, texts: list[str], max_tokens: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _features(
+    body: torch.nn.Module, tokenizer: object, texts: list[str], max_tokens: int, batch_size: int
+) -> torch.Tensor:
     # keep the end of each text: the response is what the reward must judge
     tokenizer.truncation_side = "left"  # type: ignore[attr-defined]
     tokenizer.padding_side = "right"  # type: ignore[attr-defined]
-    enc = tokenizer(  # type: ignore[operator]
-        texts, max_length=max_tokens, truncation=True, padding=True, return_tensors="pt"
-    )
-    return enc["input_ids"], enc["attention_mask"]
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(  # type: ignore[operator]
+                texts[start : start + batch_size],
+                max_length=max_tokens,
+                truncation=True,
+                padding=True,
+                return_tensors="pt",
+            )
+            hidden = body(
+                input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
+            ).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            out.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
+    return torch.cat(out)
 
 
 def train_reward_model(
@@ -66,15 +64,16 @@ def train_reward_model(
     train_pairs: list[tuple[str, str]],
     test_pairs: list[tuple[str, str]],
     *,
-    epochs: int = 2,
-    batch_size: int = 16,
-    lr: float = 5e-4,
+    epochs: int = 300,
+    lr: float = 0.05,
+    weight_decay: float = 1e-3,
     max_tokens: int = 128,
+    batch_size: int = 32,
     seed: int = 0,
     n_boot: int = 500,
     progress: bool = True,
 ) -> RewardResult:
-    """Fine-tune a reward head (and the body) on ``train_pairs`` and test it.
+    """Fit a reward head on the frozen model's features of ``train_pairs`` and test it.
 
     Each pair is ``(chosen_text, rejected_text)``, the prompt included in both.
     """
@@ -86,42 +85,35 @@ def train_reward_model(
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    body = AutoModel.from_pretrained(str(model_dir), local_files_only=True)
-    model = _RewardModel(body, int(body.config.hidden_size))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    rng = np.random.default_rng(seed)
+    body = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
+
+    def diff(pairs: list[tuple[str, str]]) -> torch.Tensor:
+        texts = [c for c, _ in pairs] + [r for _, r in pairs]
+        feats = _features(body, tokenizer, texts, max_tokens, batch_size)
+        return feats[: len(pairs)] - feats[len(pairs) :]
+
+    with tqdm(total=2, desc=f"reward model {Path(model_dir).name}", disable=not progress) as bar:
+        x_train = diff(train_pairs)
+        bar.update(1)
+        x_test = diff(test_pairs)
+        bar.update(1)
+    std = x_train.std(0).clamp(min=1e-6)
+    head = torch.nn.Linear(x_train.shape[1], 1, bias=False)
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
+    # r(chosen) - r(rejected) is linear in the feature difference; scale only, no centring,
+    # so that swapping a pair flips the sign of its margin.
+    x_scaled = x_train / std
     loss_value = float("nan")
-    model.train()
-    steps = epochs * ((len(train_pairs) + batch_size - 1) // batch_size)
-    with tqdm(
-        total=steps, desc=f"reward model {Path(model_dir).name}", disable=not progress
-    ) as bar:
-        for _ in range(epochs):
-            order = rng.permutation(len(train_pairs))
-            for start in range(0, len(order), batch_size):
-                batch = [train_pairs[i] for i in order[start : start + batch_size]]
-                ids, mask = _encode(
-                    tokenizer, [c for c, _ in batch] + [r for _, r in batch], max_tokens
-                )
-                rewards = model(ids, mask)
-                chosen, rejected = rewards[: len(batch)], rewards[len(batch) :]
-                loss = -torch.nn.functional.logsigmoid(chosen - rejected).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                loss_value = float(loss.detach())
-                bar.update(1)
-    model.eval()
-    correct = []
+    for _ in range(epochs):
+        loss = -torch.nn.functional.logsigmoid(head(x_scaled).squeeze(-1)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss_value = float(loss.detach())
     with torch.no_grad():
-        for start in range(0, len(test_pairs), batch_size):
-            batch = test_pairs[start : start + batch_size]
-            ids, mask = _encode(
-                tokenizer, [c for c, _ in batch] + [r for _, r in batch], max_tokens
-            )
-            rewards = model(ids, mask)
-            correct.extend((rewards[: len(batch)] > rewards[len(batch) :]).tolist())
-    hits = np.asarray(correct, dtype=float)
+        margins = head(x_test / std).squeeze(-1)
+    hits = (margins > 0).numpy().astype(float)
+    rng = np.random.default_rng(seed)
     boots = [hits[rng.integers(0, hits.size, hits.size)].mean() for _ in range(n_boot)]
     low, high = np.quantile(boots, [0.025, 0.975])
     return RewardResult(float(hits.mean()), float(low), float(high), int(hits.size), loss_value)

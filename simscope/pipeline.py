@@ -1,0 +1,502 @@
+"""``simscope run CONFIG.toml``: the whole pipeline from one config, stage after stage.
+
+This module owns the run configuration (``RunConfig``, read from TOML and validated by
+``simscope.config``), the order of the stages, and the run directory it writes:
+``profile.parquet``, ``selection.parquet`` and ``cv_summary.json`` (when RM results are given),
+``examples.json``, ``embedding_map.parquet``, ``provenance.json`` and ``report.html``.
+Indexes, generated probe corpora and embeddings are cached under ``indexes_dir`` and reused
+by later runs. It computes nothing itself: every number comes from a stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import platform
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from simscope import __version__
+from simscope.config import from_mapping, load_toml
+from simscope.errors import SimscopeError
+from simscope.lexical.index import LexicalConfig
+from simscope.overlap.profile import ProfileConfig, Topics, build_profile
+from simscope.preferences import load_preferences
+from simscope.probe.corpus import read_probe_corpus
+from simscope.probe.generate import GenerationConfig, generate_corpus
+from simscope.probe.importer import import_corpus
+from simscope.probe.likelihood import LikelihoodConfig, score_preferences
+from simscope.probe.model import load_model
+from simscope.records import SLICES
+from simscope.report import ReportInputs, write_report
+from simscope.report.load import REPORT_FILES
+from simscope.select import (
+    read_benchmarks,
+    read_model_map,
+    read_rm_results,
+    rename_models,
+    select_models,
+    write_selection,
+)
+from simscope.semantic.config import SemanticConfig
+from simscope.semantic.index import build_semantic_index, choose_chunk_words, chunk_document
+from simscope.semantic.scorer import embed_texts, semantic_estimators_with_scores
+from simscope.semantic.topics import fit_topics
+from simscope.stats import DEFAULT_N_BOOT, ScopeEstimator
+from simscope.storage import atomic_file, hash_file, hash_texts, slug, write_parquet
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreferencesSection:
+    """Where the preference data is and how to read it."""
+
+    path: Path
+    schema: str = "auto"
+    skip_bad: bool = False
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class CandidateSection:
+    """One candidate base model: a model to probe, a corpus made elsewhere, or both.
+
+    ``model`` (a local directory or a model id in the local Hugging Face cache) is sampled
+    for a probe corpus unless ``corpus`` is given, and scored for likelihood. ``corpus`` is
+    imported (JSONL/JSON/CSV/Parquet with ``text_field``, .txt, a directory, or a ProbeCorpus).
+    """
+
+    name: str
+    model: str | None = None
+    corpus: Path | None = None
+    text_field: str = "text"
+    n_docs: int | None = None
+
+
+@dataclass(frozen=True)
+class SelectSection:
+    """Inputs of the select stage; it runs when ``rm_results`` is given."""
+
+    rm_results: Path | None = None
+    target: str | None = None
+    benchmarks: str | None = None
+    model_map: Path | None = None
+    coverage: float = 0.9
+    n_boot: int = 1000
+
+
+@dataclass(frozen=True)
+class StagesSection:
+    """Which scorers run (all by default)."""
+
+    lexical: bool = True
+    semantic: bool = True
+    likelihood: bool = True
+    topics: bool = True
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The whole pipeline's configuration; ``seed`` reaches every random step."""
+
+    preferences: PreferencesSection
+    candidates: tuple[CandidateSection, ...]
+    seed: int = 0
+    out_dir: Path = Path("simscope-out")
+    indexes_dir: Path = Path("indexes")
+    n_boot: int = DEFAULT_N_BOOT
+    slices: tuple[str, ...] = SLICES
+    stages: StagesSection = field(default_factory=StagesSection)
+    lexical: LexicalConfig = field(default_factory=LexicalConfig)
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    likelihood: LikelihoodConfig = field(default_factory=LikelihoodConfig)
+    select: SelectSection = field(default_factory=SelectSection)
+
+    def __post_init__(self) -> None:
+        if not self.candidates:
+            raise SimscopeError(
+                "candidates: expected at least one [[candidates]] table, found none"
+            )
+        names = [c.name for c in self.candidates]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise SimscopeError(f"candidates: each name once; found {dupes} more than once")
+        for c in self.candidates:
+            if c.model is None and c.corpus is None:
+                raise SimscopeError(
+                    f"candidates: {c.name!r} needs a model to probe or a corpus to import; "
+                    "found neither"
+                )
+        if self.select.rm_results is not None and not self.select.target:
+            raise SimscopeError(
+                "select.target: expected the RM results metric to predict (e.g. 'accuracy'), "
+                "found none"
+            )
+
+
+def load_run_config(path: Path) -> RunConfig:
+    """Read and validate a run config; relative paths are taken from the config's folder."""
+    path = Path(path)
+    cfg = from_mapping(RunConfig, load_toml(path), f"{path}")
+    base = path.parent
+
+    def resolve(p: Path | None) -> Path | None:
+        return None if p is None or p.is_absolute() else base / p
+
+    def resolve_model(m: str | None) -> str | None:
+        # a relative path that exists beside the config is a directory; else a hub id
+        if m is None or Path(m).is_absolute() or not (base / m).exists():
+            return m
+        return str(base / m)
+
+    return replace(
+        cfg,
+        preferences=replace(cfg.preferences, path=resolve(cfg.preferences.path) or Path()),
+        candidates=tuple(
+            replace(c, corpus=resolve(c.corpus), model=resolve_model(c.model))
+            for c in cfg.candidates
+        ),
+        out_dir=resolve(cfg.out_dir) or cfg.out_dir,
+        indexes_dir=resolve(cfg.indexes_dir) or cfg.indexes_dir,
+        select=replace(
+            cfg.select,
+            rm_results=resolve(cfg.select.rm_results),
+            model_map=resolve(cfg.select.model_map),
+            benchmarks=(
+                str(base / cfg.select.benchmarks)
+                if cfg.select.benchmarks and (base / cfg.select.benchmarks).exists()
+                else cfg.select.benchmarks
+            ),
+        ),
+    )
+
+
+@dataclass
+class RunResult:
+    """What a run wrote, and the tables behind it."""
+
+    out_dir: Path
+    report: Path
+    profile: pl.DataFrame
+    selection: pl.DataFrame | None
+    verdict: str | None
+
+
+@dataclass
+class _Profiled:
+    prefs: pl.DataFrame
+    schema: str
+    n_bad: int
+    corpora: dict[str, pl.DataFrame]
+    profile: pl.DataFrame
+    manifests: dict[str, list[dict[str, Any]]]
+    semantic: _SemanticScorer
+
+
+def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
+    loaded = load_preferences(
+        cfg.preferences.path,
+        schema=None if cfg.preferences.schema == "auto" else cfg.preferences.schema,
+        skip_bad=cfg.preferences.skip_bad,
+        limit=cfg.preferences.limit,
+    )
+    prefs = loaded.pairs
+    logger.info(
+        "preferences: %d pairs (%s schema, %d bad skipped)",
+        prefs.height,
+        loaded.schema,
+        loaded.n_bad,
+    )
+    corpora = {c.name: _probe_corpus(c, cfg, progress) for c in cfg.candidates}
+    topics = None
+    if cfg.stages.topics:
+        fitted = fit_topics(
+            prefs.get_column("prompt").to_list(),
+            cfg.semantic,
+            seed=cfg.seed,
+            cache_root=cfg.indexes_dir,
+            progress=progress,
+        )
+        topics = Topics(fitted.labels, fitted.names)
+    semantic = _SemanticScorer(cfg, rebuild=rebuild, progress=progress)
+    profile_cfg = ProfileConfig(
+        n_boot=cfg.n_boot,
+        seed=cfg.seed,
+        slices=cfg.slices,
+        lexical=replace(cfg.lexical, seed=cfg.seed),
+    )
+    result = build_profile(
+        prefs,
+        corpora,
+        cfg.indexes_dir,
+        profile_cfg,
+        topics=topics,
+        extra_scorers={"semantic": semantic} if cfg.stages.semantic else None,
+        rebuild=rebuild,
+        progress=progress,
+    )
+    profiles = [result.profile]
+    if cfg.stages.likelihood:
+        for c in cfg.candidates:
+            if c.model is None:
+                continue
+            lm = load_model(c.model, name=c.name)
+            scored = score_preferences(
+                lm,
+                prefs,
+                cfg.likelihood,
+                slices=cfg.slices,
+                topic_labels=topics.labels if topics else None,
+                topic_names=topics.names if topics else None,
+                n_boot=cfg.n_boot,
+                seed=cfg.seed,
+                progress=progress,
+            )
+            profiles.append(scored.profile)
+    profile = pl.concat(profiles).sort(["model", "slice", "metric", "topic"], nulls_last=False)
+    return _Profiled(
+        prefs, loaded.schema, loaded.n_bad, corpora, profile, result.manifests, semantic
+    )
+
+
+def profile_only(
+    cfg: RunConfig, out: Path, *, rebuild: bool = False, progress: bool = True
+) -> pl.DataFrame:
+    """The Profile stage alone (``simscope profile``): write the table to ``out``."""
+    done = _profile(cfg, rebuild=rebuild, progress=progress)
+    write_parquet(done.profile, Path(out))
+    return done.profile
+
+
+def run(cfg: RunConfig, *, rebuild: bool = False, progress: bool = True) -> RunResult:
+    """Run every configured stage and write the run directory (see the module doc)."""
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    done = _profile(cfg, rebuild=rebuild, progress=progress)
+    prefs, corpora, profile, semantic = done.prefs, done.corpora, done.profile, done.semantic
+    write_parquet(profile, out / REPORT_FILES["profile"])
+
+    selection, cv_summary, verdict = None, None, None
+    if cfg.select.rm_results is not None:
+        rm = read_rm_results(cfg.select.rm_results)
+        benchmarks = read_benchmarks(cfg.select.benchmarks) if cfg.select.benchmarks else None
+        if cfg.select.model_map is not None:
+            mapping = read_model_map(cfg.select.model_map)
+            rm = rename_models(rm, mapping)
+            benchmarks = rename_models(benchmarks, mapping) if benchmarks is not None else None
+        assert cfg.select.target is not None  # checked in RunConfig
+        chosen = select_models(
+            profile,
+            benchmarks,
+            rm,
+            target_metric=cfg.select.target,
+            seed=cfg.seed,
+            candidates=[c.name for c in cfg.candidates],
+            coverage=cfg.select.coverage,
+            n_boot=cfg.select.n_boot,
+        )
+        write_selection(chosen, out)
+        selection, cv_summary = chosen.selection, chosen.cv_summary
+        verdict = str(cv_summary.get("verdict", "")) or None
+
+    examples = semantic.examples(prefs, corpora) if cfg.stages.semantic else []
+    embedding_map = semantic.embedding_map(prefs) if cfg.stages.semantic else None
+    with atomic_file(out / REPORT_FILES["examples"]) as tmp:
+        tmp.write_text(json.dumps(examples, indent=1, ensure_ascii=False))
+    if embedding_map is not None:
+        write_parquet(embedding_map, out / REPORT_FILES["embedding_map"])
+    provenance = _provenance(cfg, prefs, corpora, done.manifests, done.schema, done.n_bad)
+    with atomic_file(out / REPORT_FILES["provenance"]) as tmp:
+        tmp.write_text(json.dumps(provenance, indent=1, default=str))
+    report = write_report(
+        ReportInputs(
+            profile=profile,
+            selection=selection,
+            cv_summary=cv_summary,
+            examples=examples,
+            embedding_map=embedding_map,
+            provenance=provenance,
+        ),
+        out / "report.html",
+    )
+    return RunResult(out, report, profile, selection, verdict)
+
+
+# ---- probe corpora ----------------------------------------------------------------------------
+
+
+def _probe_corpus(c: CandidateSection, cfg: RunConfig, progress: bool) -> pl.DataFrame:
+    if c.corpus is not None:
+        return import_corpus(
+            c.corpus, model=c.name, text_field=c.text_field, n_docs=c.n_docs, seed=cfg.seed
+        )
+    assert c.model is not None
+    gen = replace(cfg.generation, seed=cfg.seed, n_docs=c.n_docs or cfg.generation.n_docs)
+    # A generated corpus is cached under indexes/ by everything that decides its content.
+    key = hash_texts(
+        [
+            c.name,
+            c.model,
+            json.dumps(dataclasses.asdict(gen), sort_keys=True),
+            _model_fingerprint(c.model),
+        ]
+    )[:16]
+    path = Path(cfg.indexes_dir) / "corpora" / f"{slug(c.name)}-{key}.parquet"
+    if path.is_file():
+        logger.info("probe corpus for %s: reusing %s", c.name, path)
+        return read_probe_corpus(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return generate_corpus(c.model, path, gen, name=c.name, progress=progress)
+
+
+def _model_fingerprint(model: str) -> str:
+    """Checksums of a local model directory's config and weight files (a hub id: itself)."""
+    path = Path(model)
+    if not path.is_dir():
+        return model
+    files = sorted(p for p in path.iterdir() if p.suffix in {".json", ".safetensors", ".txt"})
+    return hash_texts([f"{p.name}:{hash_file(p)}" for p in files])
+
+
+# ---- semantic scorer with evidence --------------------------------------------------------------
+
+
+class _SemanticScorer:
+    """The overlap stage's hook into the semantic stage; keeps per-text evidence for the report."""
+
+    def __init__(self, cfg: RunConfig, *, rebuild: bool, progress: bool) -> None:
+        self.cfg = cfg
+        self.rebuild = rebuild
+        self.progress = progress
+        self.indexes: dict[tuple[str, str], Any] = {}
+        self.scores: dict[tuple[str, str], Any] = {}
+        self.texts: dict[str, list[str]] = {}
+
+    def __call__(
+        self, model: str, corpus: pl.DataFrame, slice_: str, texts: list[str]
+    ) -> Mapping[str, ScopeEstimator]:
+        index = build_semantic_index(
+            corpus,
+            self.cfg.indexes_dir,
+            self.cfg.semantic,
+            chunk_words=choose_chunk_words(texts),
+            rebuild=self.rebuild,
+            progress=self.progress,
+        )
+        estimators, scores = semantic_estimators_with_scores(
+            index,
+            texts,
+            self.cfg.semantic,
+            seed=self.cfg.seed,
+            n_boot=self.cfg.n_boot,
+            progress=self.progress,
+        )
+        self.indexes[(model, slice_)] = index
+        self.scores[(model, slice_)] = scores
+        self.texts[slice_] = texts
+        return estimators
+
+    def examples(
+        self, prefs: pl.DataFrame, corpora: Mapping[str, pl.DataFrame]
+    ) -> list[dict[str, str]]:
+        """Per model: the chosen response closest to its corpus, beside that corpus chunk."""
+        out = []
+        for (model, slice_), scores in sorted(self.scores.items()):
+            if slice_ != "chosen":
+                continue
+            index = self.indexes[(model, slice_)]
+            docs = corpora[model].sort("doc_id").get_column("text").to_list()
+            for i in np.argsort(-scores.nn_cosine, kind="stable")[:2].tolist():
+                chunk = int(scores.nn_chunk[i])
+                doc = int(index.chunk_doc[chunk])
+                first = int(np.searchsorted(index.chunk_doc, doc))
+                pieces = chunk_document(docs[doc], index.chunk_words)
+                out.append(
+                    {
+                        "model": model,
+                        "slice": slice_,
+                        "preference_text": self.texts[slice_][i],
+                        "probe_text": pieces[min(chunk - first, len(pieces) - 1)],
+                        "score_label": f"cosine {scores.nn_cosine[i]:.3f}",
+                    }
+                )
+        return out
+
+    def embedding_map(self, prefs: pl.DataFrame) -> pl.DataFrame | None:
+        """A 2-D PCA map of the chosen responses and each model's corpus chunks."""
+        keys = sorted(k for k in self.indexes if k[1] == "chosen")
+        if not keys:
+            return None
+        queries = embed_texts(
+            self.indexes[keys[0]], self.texts["chosen"], self.cfg.semantic, progress=False
+        )
+        blocks = [(queries, "preference", "preference data")]
+        rng = np.random.default_rng(self.cfg.seed)
+        for model, _ in keys:
+            v = self.indexes[(model, "chosen")].vectors
+            take = rng.choice(v.shape[0], size=min(v.shape[0], 500), replace=False)
+            blocks.append((v[np.sort(take)], "probe", model))
+        x = np.concatenate([b[0] for b in blocks]).astype(np.float64)
+        x -= x.mean(axis=0)
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        xy = x @ vt[:2].T
+        kinds = np.concatenate([[b[1]] * b[0].shape[0] for b in blocks])
+        models = np.concatenate([[b[2]] * b[0].shape[0] for b in blocks])
+        return pl.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "kind": kinds, "model": models})
+
+
+def _provenance(
+    cfg: RunConfig,
+    prefs: pl.DataFrame,
+    corpora: Mapping[str, pl.DataFrame],
+    manifests: Mapping[str, list[dict[str, Any]]],
+    schema: str,
+    n_bad: int,
+) -> dict[str, Any]:
+    packages = {}
+    for name in (
+        "polars",
+        "numpy",
+        "torch",
+        "transformers",
+        "sentence-transformers",
+        "faiss-cpu",
+        "datasketch",
+        "rensa",
+    ):
+        try:
+            packages[name] = version(name)
+        except Exception:  # a missing package is just not listed
+            continue
+    return {
+        "simscope_version": __version__,
+        "python": platform.python_version(),
+        "packages": packages,
+        "seed": cfg.seed,
+        "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
+        "preferences": {
+            "path": str(cfg.preferences.path),
+            "file_hash": hash_file(cfg.preferences.path),
+            "schema": schema,
+            "pairs": prefs.height,
+            "bad_skipped": n_bad,
+        },
+        "corpora": {
+            m: {
+                "docs": c.height,
+                "origin": sorted(set(c.get_column("origin").to_list())),
+                "text_hash": hash_texts(c.sort("doc_id").get_column("text").to_list()),
+            }
+            for m, c in corpora.items()
+        },
+        "index_manifests": {m: list(v) for m, v in manifests.items()},
+    }
