@@ -22,6 +22,8 @@ from typing import Any, Final, Literal
 
 Status = Literal["no_reliable_ranking", "no_better_than_baseline", "reliable_ranking"]
 MIN_MEASURED_FOR_RANKING: Final = 5
+ROUGH_BELOW_N: Final = 10
+"""Below this many measured models the verdict says its intervals are rough."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,20 @@ def choose(table: dict[str, dict[str, Any]]) -> str:
 
 def decide(table: dict[str, dict[str, Any]], n_measured: int, level: float) -> Verdict:
     """The verdict from the CV table (one row per predictor, see ``core``)."""
+    verdict = _decide(table, n_measured, level)
+    if MIN_MEASURED_FOR_RANKING <= n_measured < ROUGH_BELOW_N:
+        return Verdict(
+            verdict.status,
+            verdict.chosen,
+            f"{verdict.text} With fewer than {ROUGH_BELOW_N} measured models these bootstrap "
+            "intervals are rough (a perfect ordering of a few models gives a zero-width "
+            "interval); models that share a base (SFT, DPO and RL of one model) count as "
+            "fewer independent points than they seem.",
+        )
+    return verdict
+
+
+def _decide(table: dict[str, dict[str, Any]], n_measured: int, level: float) -> Verdict:
     chosen = choose(table)
     row = table[chosen]
     k = len(table)
