@@ -192,7 +192,10 @@ def select_models(
             "predicted by one fit that saw neither (pairwise CV); 0 = no information. The "
             "verdict and the choice of predictor use it, with intervals at verdict_ci_level.",
             "spearman: LOO Spearman of each prediction's deviation from its training mean "
-            "(free of the LOO shrink-to-mean artefact); spearman_raw: of the predictions "
+            "(removes the training-mean part of the LOO shrink-to-mean artefact; a fitted "
+            "slope's own tilt away from the left-out model remains, so a weak predictor still "
+            "scores below 0, which is why the verdict uses pair_tau); spearman_raw: of the "
+            "predictions "
             f"themselves (the constant predictor scores {table['constant']['spearman_raw']:+.2f} "
             "there by construction).",
             "c@k: expected |top-k predicted ∩ top-k observed| / k on the deviations, ties "
