@@ -1,0 +1,168 @@
+"""The run config, `simscope run` / `profile` end to end, and the demo (slow)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from simscope.cli import cli
+from simscope.errors import SimscopeError
+from simscope.pipeline import load_run_config, run
+
+
+@pytest.fixture()
+def workspace(
+    tmp_path: Path, hh_records: list[dict[str, str]], shakespeare_paragraphs: list[str]
+) -> Path:
+    """Preference data (60 HH pairs), three imported corpora and RM results for them."""
+    with open(tmp_path / "prefs.jsonl", "w") as f:
+        for r in hh_records[:60]:
+            f.write(json.dumps(r) + "\n")
+    corpora = {
+        "dialogue": [r["chosen"] for r in hh_records[1000:1100]],
+        "bard": shakespeare_paragraphs[:100],
+        "mixed": [r["chosen"] for r in hh_records[1100:1150]] + shakespeare_paragraphs[100:150],
+    }
+    for name, texts in corpora.items():
+        with gzip.open(tmp_path / f"{name}.jsonl.gz", "wt") as f:
+            for t in texts:
+                f.write(json.dumps({"body": t}) + "\n")
+    (tmp_path / "rm.csv").write_text(
+        "model,metric,score\ndialogue,accuracy,0.62\nbard,accuracy,0.51\nmixed,accuracy,0.57\n"
+    )
+    return tmp_path
+
+
+def _config(extra: str = "", candidates: str | None = None) -> str:
+    cands = candidates or "".join(
+        f'[[candidates]]\nname = "{n}"\ncorpus = "{n}.jsonl.gz"\ntext_field = "body"\n\n'
+        for n in ("dialogue", "bard", "mixed")
+    )
+    return (
+        'out_dir = "run"\nindexes_dir = "idx"\nn_boot = 20\n'
+        + extra
+        + '\n[preferences]\npath = "prefs.jsonl"\n\n'
+        + "[stages]\nsemantic = false\ntopics = false\nlikelihood = false\n\n"
+        + '[select]\nrm_results = "rm.csv"\ntarget = "accuracy"\nn_boot = 50\n\n'
+        + cands
+    )
+
+
+def test_run_writes_profile_selection_and_report(workspace: Path) -> None:
+    (workspace / "simscope.toml").write_text(_config())
+    result = run(load_run_config(workspace / "simscope.toml"), progress=False)
+    assert (workspace / "run" / "report.html").is_file()
+    profile = pl.read_parquet(workspace / "run" / "profile.parquet")
+    assert set(profile["model"]) == {"dialogue", "bard", "mixed"}
+    jsd = dict(
+        profile.filter(
+            (pl.col("metric") == "lexical.hashed_ngram_jsd") & (pl.col("slice") == "chosen")
+        )
+        .select("model", "value")
+        .iter_rows()
+    )
+    # dialogue is closest to dialogue preference data, Shakespeare farthest, the mixture between
+    assert jsd["dialogue"] < jsd["mixed"] < jsd["bard"]
+    assert result.selection is not None and result.selection.height == 3
+    assert result.verdict
+    # a second run reuses the indexes it built
+    built = {p.name: p.stat().st_mtime_ns for p in (workspace / "idx").iterdir()}
+    run(load_run_config(workspace / "simscope.toml"), progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in (workspace / "idx").iterdir()} == built
+
+
+@pytest.mark.parametrize(
+    ("extra", "candidates", "message"),
+    [
+        ("seeds = 3\n", None, "unknown key(s) 'seeds'"),
+        ('seed = "many"\n', None, "seed: expected an integer, found 'many'"),
+        ("[lexical]\nnum_perm = 2.5\n", None, "lexical.num_perm: expected an integer, found 2.5"),
+        (
+            '[lexical]\nengine = "minhash9"\n',
+            None,
+            "lexical.engine: expected one of rensa, datasketch, found 'minhash9'",
+        ),
+        ("", '[[candidates]]\nname = "x"\n', "'x' needs a model to probe or a corpus to import"),
+        (
+            "",
+            '[[candidates]]\nname = "x"\ncorpus = "a"\n[[candidates]]\nname = "x"\ncorpus = "b"\n',
+            "each name once; found ['x'] more than once",
+        ),
+    ],
+)
+def test_config_errors_name_the_key(
+    workspace: Path, extra: str, candidates: str | None, message: str
+) -> None:
+    path = workspace / "simscope.toml"
+    # sections given in `extra` must come after the top-level keys
+    if extra.startswith("["):
+        path.write_text(_config(candidates=candidates) + extra)
+    else:
+        path.write_text(_config(extra, candidates))
+    with pytest.raises(SimscopeError) as e:
+        load_run_config(path)
+    assert message in str(e.value)
+    assert str(e.value).startswith(str(path))
+
+
+def test_toml_syntax_error_is_one_clear_line(workspace: Path) -> None:
+    path = workspace / "simscope.toml"
+    path.write_text("seed = = 1\n")
+    result = CliRunner().invoke(cli, ["run", str(path)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {path}: invalid TOML")
+
+
+def test_profile_command_and_its_errors(workspace: Path) -> None:
+    runner = CliRunner()
+    out = workspace / "profile.parquet"
+    args = ["--quiet", "profile", "--prefs", str(workspace / "prefs.jsonl"), "--no-semantic"]
+    args += ["--indexes", str(workspace / "idx"), "-o", str(out), "--n-boot", "10"]
+    ok = runner.invoke(
+        cli, [*args, "--corpus", f"bard={workspace / 'bard.jsonl.gz'}", "--text-field", "body"]
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "lexical.hashed_ngram_jsd" in ok.output
+    assert pl.read_parquet(out).height > 0
+
+    bad = runner.invoke(cli, [*args, "--corpus", "bard"])
+    assert bad.exit_code == 1
+    assert bad.output.strip() == "Error: --corpus: expected NAME=PATH, found 'bard'"
+
+    (workspace / "empty.jsonl").write_text("")
+    empty = runner.invoke(
+        cli,
+        ["profile", "--prefs", str(workspace / "empty.jsonl"), "--corpus", "a=b", "-o", str(out)],
+    )
+    assert empty.exit_code == 1
+    assert len(empty.output.strip().splitlines()) == 1
+    assert empty.output.startswith("Error: ")
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--quiet", "demo", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "Report: " in result.output
+    selection = pl.read_parquet(tmp_path / "run" / "selection.parquet")
+    assert selection.height == 5
+    assert selection.filter(pl.col("observed").is_null())["model"].to_list() == [
+        "tiny-mostly-dialogue"
+    ]
+    rm = pl.read_csv(tmp_path / "rm_results.csv")
+    assert rm.height == 4 and rm["score"].is_between(0.0, 1.0).all()
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "tiny-mostly-dialogue" in html
+    # the second run reuses the trained models
+    weights = tmp_path / "models" / "tiny-code" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    again = runner.invoke(cli, ["--quiet", "demo", "--dir", str(tmp_path)])
+    assert again.exit_code == 0, again.output
+    assert weights.stat().st_mtime_ns == before
