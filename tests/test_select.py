@@ -564,3 +564,13 @@ def test_equal_scores_share_p_best_and_give_no_ranking() -> None:
     )
     assert result.verdict.status == "no_reliable_ranking"
     assert result.selection.get_column("p_best").to_list() == pytest.approx([1 / 8] * 8)
+
+
+def test_model_map_needs_name_and_model_columns(tmp_path: Path) -> None:
+    path = _write(tmp_path, "map.csv", "short,long\na,b\n")
+    with pytest.raises(SimscopeError) as e:
+        read_model_map(path)
+    assert str(e.value) == (
+        f"{path}: model map: missing column(s) ['name', 'model']; expected columns ['name', "
+        "'model'] (one row per name to rename), found ['short', 'long']"
+    )

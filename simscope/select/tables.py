@@ -119,7 +119,7 @@ def read_model_map(path: str | Path) -> dict[str, str]:
     if missing:
         raise SimscopeError(
             f"{path}: model map: missing column(s) {missing}; expected columns ['name', "
-            f"'model'] (one row per name to rename), found {raw.columns}"
+            f"'model'] (one row per name to rename), found {raw.columns[1:]}"
         )
     out: dict[str, str] = {}
     for i, (name, model) in enumerate(
@@ -136,7 +136,7 @@ def read_model_map(path: str | Path) -> dict[str, str]:
                 f"{where}: model map: field 'name': {name!r} is mapped twice ({out[name]!r} "
                 f"and {model!r}); keep one row"
             )
-        out[str(name)] = str(model)
+        out[str(name).strip()] = str(model).strip()
     return out
 
 
