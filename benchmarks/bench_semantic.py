@@ -9,8 +9,8 @@ HH-RLHF assistant replies, "short"):
 - simscope's full ``Embedder.embed`` (default back-end, long texts windowed and pooled rather
   than truncated, duplicates removed) on an empty cache, and again on the warm cache;
 - FAISS exact (IndexFlatIP) vs HNSW and IVF at a size above the exact cut-off: build time,
-  query time and recall@10 against exact. The vectors are real embeddings from the run
-  above, resampled with small noise to reach ``--faiss-rows`` (no larger real set is bundled).
+  query time and recall@10 against exact. The vectors are blends of the real embeddings from
+  the run above (to reach ``--faiss-rows``; no larger real set is bundled).
 
 Prints one table (median of ``--repeats``). Usage::
 
@@ -189,12 +189,8 @@ def main() -> None:
 def faiss_table(real: np.ndarray, args: argparse.Namespace) -> None:
     rng = np.random.default_rng(0)
     n, d = args.faiss_rows, real.shape[1]
-    base = real[rng.integers(0, real.shape[0], size=n)]
-    data = unit(base + rng.normal(scale=0.02, size=base.shape).astype(np.float32))
-    queries = unit(
-        real[rng.integers(0, real.shape[0], size=args.faiss_queries)]
-        + rng.normal(scale=0.02, size=(args.faiss_queries, d)).astype(np.float32)
-    )
+    data = blend(real, n, rng)
+    queries = blend(real, args.faiss_queries, rng)
     k = 10
     results: list[tuple[str, float, float, float]] = []
     truth = None
@@ -223,7 +219,7 @@ def faiss_table(real: np.ndarray, args: argparse.Namespace) -> None:
             (name, statistics.median(build), statistics.median(search), statistics.median(recall))
         )
     print(
-        f"FAISS, {n} rows x {d} dims (real embeddings resampled with noise), "
+        f"FAISS, {n} rows x {d} dims (Dirichlet blends of 3 real embeddings + noise), "
         f"{args.faiss_queries} queries, k={k}"
     )
     print()
@@ -231,6 +227,16 @@ def faiss_table(real: np.ndarray, args: argparse.Namespace) -> None:
     print("|---|---|---|---|---|")
     for name, b, s, r in results:
         print(f"| {name} | {b:.2f} | {s:.3f} | {args.faiss_queries / s:.0f} | {r:.4f} |")
+
+
+def blend(real: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` unit vectors spread between real embeddings: Dirichlet mixtures of 3 real
+    vectors plus a little noise (noisy copies of single vectors would make near neighbours
+    trivially their siblings and recall meaningless)."""
+    picks = rng.integers(0, real.shape[0], size=(n, 3))
+    weights = rng.dirichlet(np.ones(3), size=n).astype(np.float32)
+    mixed = np.einsum("nk,nkd->nd", weights, real[picks])
+    return unit(mixed + rng.normal(scale=0.01, size=mixed.shape).astype(np.float32))
 
 
 def _hnsw(d: int) -> faiss.Index:
