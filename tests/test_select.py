@@ -7,6 +7,7 @@ Open LLM Leaderboard v2 and published RM results by backbone (see tests/data/REA
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from simscope.select import (
 )
 from simscope.select.cv import pair_splits, spearman, top_k_coverage
 from simscope.select.enet import L1_RATIOS, _inner_folds, alpha_grid, fit_enet_cv
+from simscope.select.uncertainty import conformal_radius
 
 DATA = Path(__file__).parent / "data"
 SKYWORK = DATA / "rm_results_skywork_reward_v2.csv"
@@ -574,3 +576,9 @@ def test_model_map_needs_name_and_model_columns(tmp_path: Path) -> None:
         f"{path}: model map: missing column(s) ['name', 'model']; expected columns ['name', "
         "'model'] (one row per name to rename), found ['short', 'long']"
     )
+
+
+def test_jackknife_plus_ranks_are_exact_at_round_levels() -> None:
+    # 9 residuals at 90%: the ceil(0.9 * 10) = 9th value, not the 10th (float 9.000000000000002).
+    assert conformal_radius(np.arange(1.0, 10.0), coverage=0.9) == 9.0
+    assert conformal_radius(np.arange(1.0, 9.0), coverage=0.9) == math.inf

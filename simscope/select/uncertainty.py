@@ -31,6 +31,7 @@ from simscope.select.cv import LOOResult
 from simscope.select.predictors import PredictorSpec, fit_predictor
 
 MAX_COVERAGE_MODELS = 20
+_SLACK = 1e-9
 
 
 def jackknife_plus(
@@ -49,8 +50,9 @@ def _jackknife_plus_ends(
     alpha = 1.0 - coverage
     lows = np.sort(mu - residual, axis=1)
     highs = np.sort(mu + residual, axis=1)
-    k_low = math.floor(alpha * (n + 1))
-    k_high = math.ceil((1.0 - alpha) * (n + 1))
+    # The rounding slack keeps 0.9 * 10 = 9.000000000000002 from becoming 10.
+    k_low = math.floor(alpha * (n + 1) + _SLACK)
+    k_high = math.ceil((1.0 - alpha) * (n + 1) - _SLACK)
     m = mu.shape[0]
     low = lows[:, k_low - 1] if k_low >= 1 else np.full(m, np.nan)
     high = highs[:, k_high - 1] if k_high <= n else np.full(m, np.nan)
@@ -101,7 +103,7 @@ def nested_coverage(
 def conformal_radius(residuals: np.ndarray, *, coverage: float) -> float:
     """Split-conformal radius from absolute residuals (inf when there are too few)."""
     m = len(residuals)
-    k = math.ceil(coverage * (m + 1))
+    k = math.ceil(coverage * (m + 1) - _SLACK)
     if k > m:
         return math.inf
     return float(np.sort(residuals)[k - 1])
