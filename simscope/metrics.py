@@ -156,7 +156,8 @@ _add(
             "distance (base 2, in [0, 1]) between their presence distributions over named "
             "reference corpora, a model's presence on corpus c being softmax over corpora of "
             "-bits_per_byte(c) / 0.1 (a constant shift of a model's bits per byte cancels). "
-            "0 = the two models are relatively most at home in the same corpora."
+            "0 = the two models are relatively most at home in the same corpora. CI: "
+            "percentile bootstrap over each corpus's texts, paired across models."
         ),
         closer_when="lower",
         family="likelihood",
@@ -194,7 +195,8 @@ _add(
         definition=(
             "Share of the slice's texts whose most similar corpus chunk is at least as similar "
             "as the median text's nearest neighbour within the slice itself (the threshold is "
-            "the median over the slice of each text's cosine to its nearest other slice text, "
+            "the median over the slice's distinct texts of each one's cosine to its nearest "
+            "other slice text, "
             "so it does not depend on the corpus and models are compared at one threshold)."
         ),
         closer_when="higher",

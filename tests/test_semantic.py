@@ -445,7 +445,7 @@ def test_full_hh_replies_vs_shakespeare(
 
 
 def test_profile_rows_through_the_overlap_hook(
-    hh_records: list[dict[str, str]], hh_replies: list[str], tmp_path: Path
+    hh_records: list[dict[str, str]], hh_replies: list[str], sem_root: Path
 ) -> None:
     from simscope.overlap.profile import ProfileConfig, build_profile
     from simscope.overlap.profile import Topics as ProfileTopics
@@ -461,18 +461,19 @@ def test_profile_rows_through_the_overlap_hook(
             "source": [f"hh:{i + 1}" for i in range(len(records))],
         }
     )
-    corpora = {"hh": corpus_frame("hh", hh_replies[N_SLICE : N_SLICE + 100])}
+    # Shares the session's root, so the corpus texts (the "hh" fixture's) come from the cache.
+    corpora = {"hh-profile": corpus_frame("hh-profile", hh_replies[N_SLICE : N_SLICE + 100])}
     cfg = ProfileConfig(n_boot=20, seed=3)
-    topics = fit_topics(prefs["prompt"].to_list(), CFG, seed=3, cache_root=tmp_path, progress=False)
+    topics = fit_topics(prefs["prompt"].to_list(), CFG, seed=3, cache_root=sem_root, progress=False)
     runs = [
         build_profile(
             prefs,
             corpora,
-            tmp_path,
+            sem_root,
             cfg,
             topics=ProfileTopics(topics.labels, topics.names),
             extra_scorers={
-                "semantic": semantic_scorer(tmp_path, CFG, seed=3, n_boot=20, progress=False)
+                "semantic": semantic_scorer(sem_root, CFG, seed=3, n_boot=20, progress=False)
             },
             progress=False,
         ).profile
@@ -485,4 +486,4 @@ def test_profile_rows_through_the_overlap_hook(
     assert set(semantic["slice"]) == {"prompt", "chosen", "rejected"}
     assert semantic["topic"].null_count() == 3 * len(metric_names(CFG))
     assert set(semantic["topic"].drop_nulls()) == set(topics.names)
-    assert sorted(p.name for p in tmp_path.glob("semantic-hh-w*"))  # one per length scale
+    assert sorted(p.name for p in sem_root.glob("semantic-hh-profile-w*"))  # one per length scale

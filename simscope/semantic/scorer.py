@@ -93,8 +93,10 @@ def score_texts(
     """Per-text nearest-neighbour values and the slice's own k-NN radii."""
     sims, ids = index.search(queries, 1)
     nn_cosine = sims[:, 0].astype(np.float64)
-    own_nn = knn_radii(queries, 1)
-    threshold = float(np.quantile(own_nn, cfg.match_quantile)) if queries.shape[0] > 1 else np.nan
+    # Calibrate on distinct texts: a repeated text would be its own perfect neighbour.
+    distinct = np.unique(queries, axis=0)
+    own_nn = knn_radii(distinct, 1)
+    threshold = float(np.quantile(own_nn, cfg.match_quantile)) if distinct.shape[0] > 1 else np.nan
     radii = knn_radii(queries, cfg.k_nn)
     scores = SemanticTextScores(
         nn_cosine=nn_cosine,
