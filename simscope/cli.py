@@ -262,7 +262,7 @@ def probe_score(
             table = pl.concat(presence)
             if presence_out:
                 write_parquet(table, Path(presence_out))
-            click.echo(table)
+            click.echo(table.drop("text_bits_per_byte"))
             if len(presence) > 1:
                 click.echo(presence_distances(table))
 

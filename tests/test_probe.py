@@ -310,8 +310,9 @@ def test_presence_distance_between_models(
         "shakespeare": "books",
         "dialogue": "dialogue",
     }
-    dist = presence_distances(table)
+    dist = presence_distances(table, n_boot=100)
     assert dist.height == 1 and 0.5 < dist["value"][0] <= 1.0
+    assert dist["ci_low"][0] <= dist["value"][0] <= dist["ci_high"][0]
     same = presence_distances(
         pl.concat(
             [

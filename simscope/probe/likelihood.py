@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -400,18 +401,28 @@ def score_preferences(
 
 PRESENCE_SCHEMA = pl.Schema(
     {
-        "model": pl.String,
-        "corpus": pl.String,
-        "n_texts": pl.Int64,
-        "mean_logprob_first_k": pl.Float64,
-        "bits_per_byte": pl.Float64,
-        "presence": pl.Float64,
+        "model": pl.String(),
+        "corpus": pl.String(),
+        "n_texts": pl.Int64(),
+        "mean_logprob_first_k": pl.Float64(),
+        "bits_per_byte": pl.Float64(),
+        "presence": pl.Float64(),
+        "temperature_bpb": pl.Float64(),
+        "text_bits_per_byte": pl.List(pl.Float64()),
     }
 )
-"""One row per (model, reference corpus): mean scores and the presence share."""
+"""One row per (model, reference corpus): mean scores, the presence share, and the per-text
+bits per byte behind them (NaN for a text without tokens), for the bootstrap."""
 
 DISTANCE_SCHEMA = pl.Schema(
-    {"model_a": pl.String, "model_b": pl.String, "metric": pl.String, "value": pl.Float64}
+    {
+        "model_a": pl.String,
+        "model_b": pl.String,
+        "metric": pl.String,
+        "value": pl.Float64,
+        "ci_low": pl.Float64,
+        "ci_high": pl.Float64,
+    }
 )
 
 
@@ -437,18 +448,22 @@ def score_reference_corpora(
                 "n_texts": len(corpora[name]),
                 "mean_logprob_first_k": float(np.nanmean(scores.mean_logprob_first_k)),
                 "bits_per_byte": float(np.nanmean(scores.bits_per_byte)),
+                "temperature_bpb": config.presence_temperature_bpb,
+                "text_bits_per_byte": scores.bits_per_byte.tolist(),
             }
         )
     bpb = np.array([r["bits_per_byte"] for r in rows])
-    presence = _softmax(-bpb / config.presence_temperature_bpb)
+    presence = _presence(bpb, config.presence_temperature_bpb)
     for row, p in zip(rows, presence, strict=True):
         row["presence"] = float(p)
     return pl.DataFrame(rows, schema=PRESENCE_SCHEMA)
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max())
-    return np.asarray(e / e.sum())
+def _presence(bpb: np.ndarray, temperature_bpb: float) -> np.ndarray:
+    """Softmax over corpora of -bits_per_byte / temperature (along the last axis)."""
+    x = -np.asarray(bpb, dtype=np.float64) / temperature_bpb
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return np.asarray(e / e.sum(axis=-1, keepdims=True))
 
 
 def js_distance(p: np.ndarray, q: np.ndarray) -> float:
@@ -464,34 +479,84 @@ def js_distance(p: np.ndarray, q: np.ndarray) -> float:
     return math.sqrt(max(0.0, 0.5 * kl(p) + 0.5 * kl(q)))
 
 
-def presence_distances(presence: pl.DataFrame) -> pl.DataFrame:
-    """Jensen-Shannon distance between every two models' presence distributions.
+def presence_distances(
+    presence: pl.DataFrame,
+    *,
+    n_boot: int = DEFAULT_N_BOOT,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> pl.DataFrame:
+    """Jensen-Shannon distance between every two models' presence distributions, with a CI.
 
-    Models must have been scored on the same reference corpora.
+    Models must have been scored on the same reference corpora (same texts, same
+    temperature). The interval is a percentile bootstrap over each corpus's texts, resampled
+    once per replicate for all models (paired: the same texts under each model).
     """
     presence = check_frame(presence, PRESENCE_SCHEMA, "presence table")
-    dists: dict[str, dict[str, float]] = {}
-    for (model,), group in presence.group_by(["model"], maintain_order=True):
-        dists[str(model)] = dict(
-            zip(group.get_column("corpus").to_list(), group.get_column("presence"), strict=True)
-        )
-    rows = []
-    for a, b in itertools.combinations(sorted(dists), 2):
-        if set(dists[a]) != set(dists[b]):
+    per_model: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in presence.iter_rows(named=True):
+        per_model.setdefault(row["model"], {})[row["corpus"]] = row
+    models = sorted(per_model)
+    if not models:
+        return pl.DataFrame(schema=DISTANCE_SCHEMA)
+    names = sorted(per_model[models[0]])
+    for m in models[1:]:
+        if sorted(per_model[m]) != names:
             raise SimscopeError(
-                f"presence: models {a!r} and {b!r} were scored on different reference corpora "
-                f"({sorted(dists[a])} vs {sorted(dists[b])}); score both on the same corpora"
+                f"presence: models {models[0]!r} and {m!r} were scored on different reference "
+                f"corpora ({names} vs {sorted(per_model[m])}); score both on the same corpora"
             )
-        names = sorted(dists[a])
-        value = js_distance(
-            np.array([dists[a][c] for c in names]), np.array([dists[b][c] for c in names])
+    temps = {float(r["temperature_bpb"]) for rows in per_model.values() for r in rows.values()}
+    if len(temps) != 1:
+        raise SimscopeError(
+            f"presence: models were scored with different presence temperatures {sorted(temps)}; "
+            "score them all with one"
         )
+    temperature = temps.pop()
+    # texts[m][c]: per-text bits per byte of corpus c under model m; paired across models.
+    texts = {
+        m: [np.asarray(per_model[m][c]["text_bits_per_byte"], dtype=np.float64) for c in names]
+        for m in models
+    }
+    for c, name in enumerate(names):
+        sizes = {texts[m][c].size for m in models}
+        if len(sizes) != 1:
+            raise SimscopeError(
+                f"presence: reference corpus {name!r} holds {sorted(sizes)} texts for different "
+                "models; score every model on the same texts"
+            )
+    point = {m: np.array([per_model[m][c]["presence"] for c in names]) for m in models}
+    reps: dict[str, np.ndarray] = {}
+    if n_boot > 0:
+        rng = np.random.default_rng(seed)
+        boot_bpb = {m: np.empty((n_boot, len(names))) for m in models}
+        for rep in range(n_boot):
+            for c in range(len(names)):
+                n = texts[models[0]][c].size
+                idx = rng.integers(0, n, n)
+                for m in models:
+                    with warnings.catch_warnings():  # a resample of only empty texts: NaN
+                        warnings.simplefilter("ignore", RuntimeWarning)
+                        boot_bpb[m][rep, c] = np.nanmean(texts[m][c][idx])
+        reps = {m: _presence(boot_bpb[m], temperature) for m in models}
+    rows = []
+    alpha = (1.0 - ci) / 2.0
+    for a, b in itertools.combinations(models, 2):
+        value = js_distance(point[a], point[b])
+        low = high = None
+        if reps:
+            dists = np.array([js_distance(pa, pb) for pa, pb in zip(reps[a], reps[b], strict=True)])
+            dists = dists[~np.isnan(dists)]
+            if dists.size:
+                low, high = (float(x) for x in np.quantile(dists, [alpha, 1.0 - alpha]))
         rows.append(
             {
                 "model_a": a,
                 "model_b": b,
                 "metric": "likelihood.presence_js_distance",
                 "value": value,
+                "ci_low": low,
+                "ci_high": high,
             }
         )
     return pl.DataFrame(rows, schema=DISTANCE_SCHEMA)
