@@ -488,6 +488,12 @@ def demo(ctx: click.Context, work_dir: str | None, seed: int) -> None:
     _print_run(result)
 
 
+def _interval(low: float | None, high: float | None) -> str:
+    if low is None or high is None or not (abs(low) < float("inf") and abs(high) < float("inf")):
+        return "[interval unbounded: too few measured models]"
+    return f"[{low:.3f}, {high:.3f}]"
+
+
 def _print_run(result: Any) -> None:
     import polars as pl
 
@@ -497,7 +503,7 @@ def _print_run(result: Any) -> None:
             observed = "untried" if r["observed"] is None else f"observed {r['observed']:.3f}"
             click.echo(
                 f"  {r['rank']:>2}. {r['model']:28} predicted {r['predicted']:.3f} "
-                f"[{r['pi_low']:.3f}, {r['pi_high']:.3f}]  P(best) {r['p_best']:.2f}  {observed}"
+                f"{_interval(r['pi_low'], r['pi_high'])}  P(best) {r['p_best']:.2f}  {observed}"
             )
         if result.verdict:
             click.echo(f"Verdict: {result.verdict}")

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import platform
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib.metadata import version
@@ -191,6 +192,18 @@ class RunResult:
     verdict: str | None
 
 
+class _Clock:
+    """Logs how long each stage took (stderr, info level)."""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+
+    def lap(self, what: str) -> None:
+        now = time.perf_counter()
+        logger.info("%s: %.1f s", what, now - self.last)
+        self.last = now
+
+
 @dataclass
 class _Profiled:
     prefs: pl.DataFrame
@@ -216,7 +229,9 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
         loaded.schema,
         loaded.n_bad,
     )
+    clock = _Clock()
     corpora = {c.name: _probe_corpus(c, cfg, progress) for c in cfg.candidates}
+    clock.lap("probe corpora")
     topics = None
     if cfg.stages.topics:
         fitted = fit_topics(
@@ -227,6 +242,7 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
             progress=progress,
         )
         topics = Topics(fitted.labels, fitted.names)
+        clock.lap("topics")
     semantic = _SemanticScorer(cfg, rebuild=rebuild, progress=progress)
     profile_cfg = ProfileConfig(
         n_boot=cfg.n_boot,
@@ -244,6 +260,7 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
         rebuild=rebuild,
         progress=progress,
     )
+    clock.lap("lexical and semantic profile")
     profiles = [result.profile]
     if cfg.stages.likelihood:
         for c in cfg.candidates:
@@ -262,6 +279,8 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
                 progress=progress,
             )
             profiles.append(scored.profile)
+    if cfg.stages.likelihood:
+        clock.lap("likelihood")
     profile = pl.concat(profiles).sort(["model", "slice", "metric", "topic"], nulls_last=False)
     return _Profiled(
         prefs, loaded.schema, loaded.n_bad, corpora, profile, result.manifests, semantic

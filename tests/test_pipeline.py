@@ -152,12 +152,12 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "Report: " in result.output
     selection = pl.read_parquet(tmp_path / "run" / "selection.parquet")
-    assert selection.height == 5
+    assert selection.height == 6
     assert selection.filter(pl.col("observed").is_null())["model"].to_list() == [
         "tiny-mostly-dialogue"
     ]
     rm = pl.read_csv(tmp_path / "rm_results.csv")
-    assert rm.height == 4 and rm["score"].is_between(0.0, 1.0).all()
+    assert rm.height == 5 and rm["score"].is_between(0.0, 1.0).all()
     html = (tmp_path / "run" / "report.html").read_text()
     assert "tiny-mostly-dialogue" in html
     # the second run reuses the trained models

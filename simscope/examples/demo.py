@@ -1,9 +1,10 @@
 """``simscope demo``: the whole pipeline on bundled real data, with answers that are known.
 
-Five tiny causal LMs are trained (seconds each, cached) on known mixtures of three real
+Six tiny causal LMs are trained (seconds each, cached) on known mixtures of three real
 domains: dialogue (HH-RLHF transcripts never used as preference data), Shakespeare and Python
-standard-library source. Four of them get a measured reward-model accuracy (a short
-Bradley-Terry fine-tune on held-out HH-RLHF pairs, tested on others); the fifth is the
+standard-library source. Five of them get a measured reward-model accuracy (a Bradley-Terry
+reward head on the frozen model, trained on held-out HH-RLHF pairs and tested on others,
+see ``reward.py``); the sixth is the
 untried candidate the selection must place. One candidate's probe corpus is imported (a sample
 of its known pretraining text) instead of sampled. Then the demo writes a run config and runs
 ``simscope run`` on it, exactly as a user would.
@@ -15,6 +16,7 @@ import csv
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,15 +52,17 @@ CANDIDATES = (
     DemoCandidate("tiny-dialogue-bard", {"dialogue": 0.5, "shakespeare": 0.5}, imported=True),
     DemoCandidate("tiny-bard-code", {"shakespeare": 0.5, "code": 0.5}),
     DemoCandidate("tiny-code", {"code": 1.0}),
+    DemoCandidate("tiny-bard", {"shakespeare": 1.0}),
     DemoCandidate("tiny-mostly-dialogue", {"dialogue": 0.75, "code": 0.25}, measure_rm=False),
 )
 PRETRAIN_CHARS = 250_000
 RM_TRAIN_N = 300
-LM_CONFIG = TinyLMConfig(steps=250)
+LM_CONFIG = TinyLMConfig(steps=200)
 
 
 def run_demo(work_dir: Path, *, seed: int = 0, progress: bool = True) -> RunResult:
     """Prepare the bundled example under ``work_dir`` (cached) and run the pipeline on it."""
+    start = time.perf_counter()
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     records = hh_records()
@@ -83,7 +87,9 @@ def run_demo(work_dir: Path, *, seed: int = 0, progress: bool = True) -> RunResu
                     for t in texts[:: max(len(texts) // 150, 1)]:
                         f.write(json.dumps({"text": t}) + "\n")
 
+    logger.info("models ready: %.1f s", time.perf_counter() - start)
     rm_path = _measure_reward_models(work_dir, models, records, seed, progress)
+    logger.info("reward models measured: %.1f s", time.perf_counter() - start)
     config_path = work_dir / "simscope.toml"
     config_path.write_text(_config_text(rm_path.name, seed))
     return run(load_run_config(config_path), progress=progress)
@@ -135,13 +141,14 @@ def _config_text(rm_file: str, seed: int) -> str:
         'path = "preferences.jsonl"   # HH-RLHF transcripts (schema detected: hh)',
         "",
         "[generation]",
-        "n_docs = 96",
+        "n_docs = 64",
         "batch_size = 32",
         "max_new_tokens = 96",
         "",
         "[semantic]",
         "n_boot = 100",
-        "mauve_seeds = [0, 1, 2]",
+        "mauve_seeds = [0, 1]",
+        "max_topics = 3",
         "",
         "[select]",
         f'rm_results = "{rm_file}"   # measured: Bradley-Terry RM accuracy on held-out pairs',
