@@ -168,6 +168,41 @@ def mauve_from_histograms(
     return float(np.sum(-np.diff(x) * (y[1:] + y[:-1]) / 2))
 
 
+def pca_reduce(x: np.ndarray, explained_variance: float) -> np.ndarray:
+    """Centre ``x`` and project it on the principal axes keeping ``explained_variance``."""
+    x = np.asarray(x, dtype=np.float32)
+    x = x - x.mean(axis=0)
+    x64 = x.astype(np.float64)
+    vals, vecs = np.linalg.eigh(x64.T @ x64)  # PCA from the covariance: d x d, not n x d
+    vals, vecs = np.clip(vals[::-1], 0.0, None), vecs[:, ::-1]
+    share = np.cumsum(vals) / max(float(vals.sum()), 1e-30)
+    dims = min(int(np.searchsorted(share, explained_variance) + 1), vals.size)
+    return np.ascontiguousarray(x @ vecs[:, :dims].astype(np.float32))
+
+
+def mauve_of_reduced(
+    reduced: np.ndarray, n_p: int, *, seed: int, scaling: float = 5.0, n_iter: int = 25
+) -> float:
+    """MAUVE of the first ``n_p`` rows of ``reduced`` (p) vs the rest (q), one k-means run."""
+    n_q = reduced.shape[0] - n_p
+    k = min(max(2, round(min(n_p, n_q) / 10)), reduced.shape[0])
+    km = faiss.Kmeans(
+        reduced.shape[1],
+        k,
+        niter=n_iter,
+        seed=int(seed) + 2,
+        verbose=False,
+        max_points_per_centroid=1 << 30,
+        min_points_per_centroid=1,
+    )
+    km.train(reduced)
+    _, labels = km.index.search(reduced, 1)
+    labels = labels.ravel()
+    hist_p = np.bincount(labels[:n_p], minlength=k).astype(np.float64)
+    hist_q = np.bincount(labels[n_p:], minlength=k).astype(np.float64)
+    return mauve_from_histograms(hist_p, hist_q, scaling)
+
+
 def mauve(
     p_features: np.ndarray,
     q_features: np.ndarray,
@@ -184,29 +219,5 @@ def mauve(
     k-means run of ``n_iter`` iterations (mauve-text: 5 restarts of 500), which the average
     over seeds replaces.
     """
-    x = np.concatenate([p_features, q_features]).astype(np.float32)
-    x = x - x.mean(axis=0)
-    x64 = x.astype(np.float64)
-    vals, vecs = np.linalg.eigh(x64.T @ x64)  # PCA from the covariance: d x d, not n x d
-    vals, vecs = np.clip(vals[::-1], 0.0, None), vecs[:, ::-1]
-    share = np.cumsum(vals) / max(float(vals.sum()), 1e-30)
-    dims = min(int(np.searchsorted(share, explained_variance) + 1), vals.size)
-    reduced = np.ascontiguousarray(x @ vecs[:, :dims].astype(np.float32))
-    k = max(2, round(min(len(p_features), len(q_features)) / 10))
-    k = min(k, reduced.shape[0])
-    km = faiss.Kmeans(
-        dims,
-        k,
-        niter=n_iter,
-        seed=int(seed) + 2,
-        verbose=False,
-        max_points_per_centroid=1 << 30,
-        min_points_per_centroid=1,
-    )
-    km.train(reduced)
-    _, labels = km.index.search(reduced, 1)
-    labels = labels.ravel()
-    n_p = len(p_features)
-    hist_p = np.bincount(labels[:n_p], minlength=k).astype(np.float64)
-    hist_q = np.bincount(labels[n_p:], minlength=k).astype(np.float64)
-    return mauve_from_histograms(hist_p, hist_q, scaling)
+    reduced = pca_reduce(np.concatenate([p_features, q_features]), explained_variance)
+    return mauve_of_reduced(reduced, len(p_features), seed=seed, scaling=scaling, n_iter=n_iter)
