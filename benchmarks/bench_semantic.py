@@ -8,7 +8,8 @@ HH-RLHF assistant replies, "short"):
   truncating at the model window like the baseline, with their cosine agreement to it;
 - simscope's full ``Embedder.embed`` (default back-end, long texts windowed and pooled rather
   than truncated, duplicates removed) on an empty cache, and again on the warm cache;
-- FAISS exact (IndexFlatIP) vs HNSW and IVF at a size above the exact cut-off: build time,
+- FAISS exact (IndexFlatIP) vs IVF (simscope's index above the cut-off) and HNSW, at a size
+  above the exact cut-off: build time,
   query time and recall@10 against exact. The vectors are blends of the real embeddings from
   the run above (to reach ``--faiss-rows``; no larger real set is bundled).
 
@@ -44,6 +45,7 @@ from simscope.semantic.embed import (
     _load_sentence_transformer,
     cpu_has_bf16,
 )
+from simscope.semantic.index import ivf_nprobe, make_faiss_index
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 
@@ -110,7 +112,14 @@ def main() -> None:
     ap.add_argument("--n-short", type=int, default=1000)
     ap.add_argument("--faiss-rows", type=int, default=100_000)
     ap.add_argument("--faiss-queries", type=int, default=2000)
+    ap.add_argument(
+        "--faiss-only", action="store_true", help="skip the encoder table (embed --n-short)"
+    )
     args = ap.parse_args()
+    if args.faiss_only:
+        short = load_texts(0, args.n_short)["short"]
+        faiss_table(Embedder(SemanticConfig()).encode(short, progress=False), args)
+        return
     texts = load_texts(args.n_long, args.n_short)
     rows: list[tuple[str, str, int, float, float, float, str]] = []
     cfg = SemanticConfig()
@@ -194,18 +203,21 @@ def faiss_table(real: np.ndarray, args: argparse.Namespace) -> None:
     k = 10
     results: list[tuple[str, float, float, float]] = []
     truth = None
-    nlist = int(4 * np.sqrt(n))
+    nlist = round(4 * np.sqrt(n))
     configs: list[tuple[str, Callable[[], faiss.Index]]] = [
-        ("exact IndexFlatIP", lambda: faiss.IndexFlatIP(d)),
-        ("HNSW M=32 efC=80 efS=128 (simscope above cut-off)", lambda: _hnsw(d)),
-        (f"IVF-Flat nlist={nlist} nprobe=16", lambda: _ivf(d, nlist, data)),
+        ("exact IndexFlatIP", lambda: _filled(faiss.IndexFlatIP(d), data)),
+        (
+            f"IVF-Flat nlist={nlist} nprobe={ivf_nprobe(nlist, SemanticConfig())} "
+            "(simscope above cut-off)",
+            lambda: _ivf(data),
+        ),
+        ("HNSW M=32 efC=80 efS=128", lambda: _filled(_hnsw(d), data)),
     ]
     for name, make in configs:
         build, search, recall = [], [], []
         for _ in range(args.repeats):
             t = time.perf_counter()
             index = make()
-            index.add(data)
             build.append(time.perf_counter() - t)
             t = time.perf_counter()
             _, ids = index.search(queries, k)
@@ -246,11 +258,12 @@ def _hnsw(d: int) -> faiss.Index:
     return index
 
 
-def _ivf(d: int, nlist: int, data: np.ndarray) -> faiss.Index:
-    quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.train(data[: min(len(data), 50 * nlist)])
-    index.nprobe = 16
+def _ivf(data: np.ndarray) -> faiss.Index:
+    return make_faiss_index(data, "ivf-ip", SemanticConfig())  # trains and adds
+
+
+def _filled(index: faiss.Index, data: np.ndarray) -> faiss.Index:
+    index.add(data)
     return index
 
 

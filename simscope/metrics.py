@@ -183,7 +183,7 @@ _add(
         name="semantic.nn_cosine",
         definition=(
             "Mean over the slice's texts of the cosine similarity to the most similar corpus "
-            "chunk (FAISS inner product: exact up to 50k chunks, HNSW above)."
+            "chunk (FAISS inner product: exact up to 50k chunks, IVF-Flat above)."
         ),
         closer_when="higher",
         family="closeness",

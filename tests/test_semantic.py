@@ -286,12 +286,13 @@ def test_mixed_models_in_one_corpus_are_refused(sem_root: Path) -> None:
         build_semantic_index(frame, sem_root, CFG, progress=False)
 
 
-def test_hnsw_above_the_cut_off_keeps_recall_at_10(
+def test_ivf_above_the_cut_off_keeps_recall_at_10(
     indexes: dict[str, SemanticIndex],
 ) -> None:
     vectors = np.concatenate([indexes["hh"].vectors, indexes["shakespeare"].vectors])
     exact = make_faiss_index(vectors, "flat-ip", CFG)
-    approx = make_faiss_index(vectors, "hnsw-ip", CFG)
+    approx = make_faiss_index(vectors, "ivf-ip", CFG)
+    assert approx.nlist == round(4 * np.sqrt(len(vectors)))
     _, truth = exact.search(vectors, 10)
     _, found = approx.search(vectors, 10)
     recall = np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found, strict=True)])

@@ -23,7 +23,11 @@ class SemanticConfig:
     (None = the model's ``max_seq_length``); longer texts are cut into windows of that many
     word pieces (``chunk_overlap_tokens`` shared between neighbours) whose embeddings are
     averaged, weighted by their token counts. ``chunk_words``: corpus documents are cut into
-    pieces of about this many words before indexing (see ``choose_chunk_words``).
+    pieces of about this many words before indexing (see ``choose_chunk_words``). Up to
+    ``exact_max_rows`` chunks the FAISS index is exact; above, IVF-Flat with
+    ``ivf_lists_per_sqrt_rows * sqrt(rows)`` lists of which ``ivf_probe_fraction`` (at least
+    ``ivf_min_nprobe``) are probed; see ``benchmarks/bench_semantic.py`` for recall@10 (HNSW
+    M=32 efSearch=128 reached only 0.94 there at 100k rows).
     """
 
     model: str = DEFAULT_MODEL
@@ -34,9 +38,11 @@ class SemanticConfig:
     normalize: bool = True
     chunk_words: int = 64
     exact_max_rows: int = 50_000
-    hnsw_m: int = 32
-    hnsw_ef_construction: int = 80
-    hnsw_ef_search: int = 128
+    ivf_lists_per_sqrt_rows: float = 4.0
+    ivf_min_nprobe: int = 16
+    ivf_probe_fraction: float = 1 / 32
+    ivf_train_per_list: int = 50
+    ivf_seed: int = 1234
     k_nn: int = 5
     match_quantile: float = 0.5
     mauve_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
@@ -57,7 +63,8 @@ class SemanticConfig:
             "batch_size": self.batch_size,
             "chunk_words": self.chunk_words,
             "exact_max_rows": self.exact_max_rows,
-            "hnsw_m": self.hnsw_m,
+            "ivf_min_nprobe": self.ivf_min_nprobe,
+            "ivf_train_per_list": self.ivf_train_per_list,
             "k_nn": self.k_nn,
             "max_topics": self.max_topics,
             "mauve_max_corpus": self.mauve_max_corpus,
@@ -70,6 +77,11 @@ class SemanticConfig:
         if not 0.0 < self.match_quantile < 1.0:
             raise SimscopeError(
                 f"semantic.match_quantile: expected a value in (0, 1), found {self.match_quantile}"
+            )
+        if not 0.0 < self.ivf_probe_fraction <= 1.0:
+            raise SimscopeError(
+                "semantic.ivf_probe_fraction: expected a value in (0, 1], found "
+                f"{self.ivf_probe_fraction}"
             )
         if not self.mauve_seeds:
             raise SimscopeError("semantic.mauve_seeds: expected at least one seed, found none")

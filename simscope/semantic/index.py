@@ -8,8 +8,8 @@
 - ``chunk_doc.npy``: the document (row of the doc_id-sorted corpus) of each chunk;
 - ``radii.npy``: each chunk's cosine similarity to its k-th nearest other chunk (the k-NN
   radius of precision/recall/density/coverage, stored as a similarity);
-- ``faiss.index``: ``IndexFlatIP`` (exact) up to ``exact_max_rows`` chunks, ``IndexHNSWFlat``
-  (inner product) above, written with FAISS's own ``write_index``.
+- ``faiss.index``: ``IndexFlatIP`` (exact) up to ``exact_max_rows`` chunks, ``IndexIVFFlat``
+  (inner product, seeded k-means lists) above, written with FAISS's own ``write_index``.
 
 Loading checks the corpus's content hash and every parameter, and refuses a mismatch.
 """
@@ -100,19 +100,31 @@ class SemanticIndex:
 
 
 def index_kind_for(n_rows: int, cfg: SemanticConfig) -> str:
-    return "flat-ip" if n_rows <= cfg.exact_max_rows else "hnsw-ip"
+    return "flat-ip" if n_rows <= cfg.exact_max_rows else "ivf-ip"
+
+
+def ivf_nprobe(nlist: int, cfg: SemanticConfig) -> int:
+    """Lists probed per query: a fixed share of the lists, at least ``ivf_min_nprobe``."""
+    return int(min(nlist, max(cfg.ivf_min_nprobe, np.ceil(nlist * cfg.ivf_probe_fraction))))
 
 
 def make_faiss_index(vectors: np.ndarray, kind: str, cfg: SemanticConfig) -> Any:
-    """A FAISS inner-product index over ``vectors``: exact or HNSW."""
+    """A FAISS inner-product index over ``vectors``: exact, or IVF-Flat (seeded lists)."""
     d = vectors.shape[1]
     index: Any
     if kind == "flat-ip":
         index = faiss.IndexFlatIP(d)
     else:
-        index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = cfg.hnsw_ef_construction
-        index.hnsw.efSearch = cfg.hnsw_ef_search
+        n = vectors.shape[0]
+        nlist = max(1, min(round(cfg.ivf_lists_per_sqrt_rows * np.sqrt(n)), n))
+        quantizer = faiss.IndexFlatIP(d)
+        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = cfg.ivf_seed
+        index.cp.min_points_per_centroid = 1
+        # A seeded, evenly spaced training sample keeps the lists reproducible.
+        step = max(1, n // (cfg.ivf_train_per_list * nlist))
+        index.train(np.ascontiguousarray(vectors[::step], dtype=np.float32))
+        index.nprobe = ivf_nprobe(nlist, cfg)
     index.add(np.ascontiguousarray(vectors, dtype=np.float32))
     return index
 
@@ -147,7 +159,7 @@ def _index_params(
         "chunk_words": chunk_words,
         "k_nn": cfg.k_nn,
         "exact_max_rows": cfg.exact_max_rows,
-        "hnsw": [cfg.hnsw_m, cfg.hnsw_ef_construction],
+        "ivf": [cfg.ivf_lists_per_sqrt_rows, cfg.ivf_train_per_list, cfg.ivf_seed],
         "input_hash": input_hash,
     }
 
@@ -196,8 +208,8 @@ def build_semantic_index(
     vectors = embedder.embed(chunks, embedder.cache(root), progress=progress)
     kind = index_kind_for(len(chunks), cfg)
     index = make_faiss_index(vectors, kind, cfg)
-    # Exact radii up to the cut-off; above it the HNSW index answers (recall@10 >= 0.95).
-    radii = knn_radii(vectors, cfg.k_nn, index if kind == "hnsw-ip" else None)
+    # Exact radii up to the cut-off; above it the IVF index answers (recall@10 >= 0.95).
+    radii = knn_radii(vectors, cfg.k_nn, index if kind == "ivf-ip" else None)
     doc_array = np.asarray(chunk_doc, dtype=np.int64)
     with atomic_dir(path, overwrite=True) as tmp:
         save_array(tmp, "vectors", vectors)
@@ -241,8 +253,8 @@ def load_semantic_index(path: Path, params: dict[str, Any], cfg: SemanticConfig)
         or index.ntotal != rows
     ):
         raise SimscopeError(f"{path}: array shapes disagree with the manifest; rebuild the index")
-    if manifest.get("index_type") == "hnsw-ip":
-        index.hnsw.efSearch = cfg.hnsw_ef_search
+    if manifest.get("index_type") == "ivf-ip":
+        index.nprobe = ivf_nprobe(index.nlist, cfg)
     return SemanticIndex(
         Path(path), Path(path).parent, params["model"], vectors, chunk_doc, radii, index, manifest
     )
