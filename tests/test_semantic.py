@@ -256,6 +256,20 @@ def test_index_round_trip(
     assert not list(sem_root.glob("*.incomplete"))
 
 
+def test_ivf_index_round_trip_above_a_lowered_cut_off(
+    indexes: dict[str, SemanticIndex], sem_root: Path, shakespeare: list[str]
+) -> None:
+    cfg = replace(CFG, exact_max_rows=50)
+    frame = corpus_frame("shakespeare-ivf", shakespeare)
+    built = build_semantic_index(frame, sem_root, cfg, progress=False)
+    assert built.manifest["index_type"] == "ivf-ip"
+    assert np.array_equal(built.vectors, indexes["shakespeare"].vectors)  # from the cache
+    loaded = build_semantic_index(frame, sem_root, cfg, progress=False)
+    assert loaded.faiss_index.nprobe == built.faiss_index.nprobe == 16
+    q = built.vectors[:20]
+    assert np.array_equal(loaded.search(q, 5)[1], built.search(q, 5)[1])
+
+
 def test_index_mismatch_is_refused_naming_what_differs(
     indexes: dict[str, SemanticIndex], sem_root: Path, shakespeare: list[str]
 ) -> None:
