@@ -27,7 +27,9 @@ import logging
 import os
 import threading
 import unicodedata
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -117,11 +119,28 @@ def _openvino_available() -> bool:
 _LOAD_LOCK = threading.Lock()
 
 
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No weight-loading bar or config notices from transformers while a model loads."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 @cache
 def _load_sentence_transformer(path: Path, precision: str) -> Any:
     from sentence_transformers import SentenceTransformer
 
-    with _LOAD_LOCK:
+    with _LOAD_LOCK, _quiet_transformers():
         model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
     if precision == "bf16":
         import torch
@@ -146,7 +165,10 @@ def _compile_openvino(path: Path, precision: str) -> Any:
     st = _load_sentence_transformer(path, "fp32")
     tokenizer = st.tokenizer
     example = tokenizer(["a b c", "d"], padding=True, return_tensors="pt")
-    with torch.no_grad():
+    # Tracing warns about Python conditionals on shapes; for this encoder they are constant
+    # (no KV cache, no causal mask), and the vectors are checked against torch in the tests.
+    with torch.no_grad(), warnings.catch_warnings(), _quiet_transformers():
+        warnings.simplefilter("ignore")
         ov_model = ov.convert_model(st[0].auto_model, example_input=dict(example))
     hint = "bf16" if precision == "bf16" else "f32"
     compiled = ov.Core().compile_model(
