@@ -130,7 +130,8 @@ def frechet_statistic(real: np.ndarray, fake: GaussianFit) -> Statistic:
         eig = np.linalg.eigvalsh(gram)
         cross = float(np.sqrt(np.clip(eig, 0.0, None)).sum())
         diff = mean - fake.mean
-        return float(diff @ diff + np.sum(a0 * a0) + trace_fake - 2.0 * cross)
+        # Rounding can take a zero distance a hair below 0.
+        return max(float(diff @ diff + np.sum(a0 * a0) + trace_fake - 2.0 * cross), 0.0)
 
     return stat
 
