@@ -13,6 +13,7 @@ signatures when an index is loaded, and are verified on the full signatures.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -86,8 +87,12 @@ def estimate_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.mean(np.atleast_2d(b) == a, axis=1)
 
 
+@functools.cache
 def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
-    """(bands, rows) for ``threshold``, from datasketch's MinHashLSH optimizer (equal weights)."""
+    """(bands, rows) for ``threshold``, from datasketch's MinHashLSH optimizer (equal weights).
+
+    Cached: the optimizer integrates numerically (~80k scipy ``quad`` calls, seconds).
+    """
     bands, rows = _optimal_param(threshold, num_perm, 0.5, 0.5)
     return int(bands), int(rows)
 
