@@ -264,27 +264,56 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
     profiles = [result.profile]
     if cfg.stages.likelihood:
         for c in cfg.candidates:
-            if c.model is None:
-                continue
-            lm = load_model(c.model, name=c.name)
-            scored = score_preferences(
-                lm,
-                prefs,
-                cfg.likelihood,
-                slices=cfg.slices,
-                topic_labels=topics.labels if topics else None,
-                topic_names=topics.names if topics else None,
-                n_boot=cfg.n_boot,
-                seed=cfg.seed,
-                progress=progress,
-            )
-            profiles.append(scored.profile)
+            if c.model is not None:
+                profiles.append(_likelihood_rows(c, c.model, prefs, topics, cfg, rebuild, progress))
     if cfg.stages.likelihood:
         clock.lap("likelihood")
     profile = pl.concat(profiles).sort(["model", "slice", "metric", "topic"], nulls_last=False)
     return _Profiled(
         prefs, loaded.schema, loaded.n_bad, corpora, profile, result.manifests, semantic
     )
+
+
+def _likelihood_rows(
+    c: CandidateSection,
+    model: str,
+    prefs: pl.DataFrame,
+    topics: Topics | None,
+    cfg: RunConfig,
+    rebuild: bool,
+    progress: bool,
+) -> pl.DataFrame:
+    """One model's likelihood Profile rows, cached under ``indexes/likelihood/`` by every
+    input that changes them (weights, texts, topics, settings, seed)."""
+    key = hash_texts(
+        [
+            c.name,
+            _model_fingerprint(model),
+            hash_texts([t for s in cfg.slices for t in prefs.get_column(s).to_list()]),
+            hash_texts(prefs.get_column("prompt").to_list()),
+            json.dumps(dataclasses.asdict(cfg.likelihood), sort_keys=True),
+            json.dumps([cfg.slices, cfg.n_boot, cfg.seed]),
+            "" if topics is None else hash_texts([*topics.names, topics.labels.tobytes().hex()]),
+        ]
+    )[:24]
+    path = Path(cfg.indexes_dir) / "likelihood" / f"{slug(c.name)}-{key}.parquet"
+    if path.is_file() and not rebuild:
+        logger.info("likelihood for %s: reusing %s", c.name, path)
+        return pl.read_parquet(path)
+    lm = load_model(model, name=c.name)
+    rows = score_preferences(
+        lm,
+        prefs,
+        cfg.likelihood,
+        slices=cfg.slices,
+        topic_labels=topics.labels if topics else None,
+        topic_names=topics.names if topics else None,
+        n_boot=cfg.n_boot,
+        seed=cfg.seed,
+        progress=progress,
+    ).profile
+    write_parquet(rows, path)
+    return rows
 
 
 def profile_only(

@@ -56,8 +56,8 @@ CANDIDATES = (
     DemoCandidate("tiny-mostly-dialogue", {"dialogue": 0.75, "code": 0.25}, measure_rm=False),
 )
 PRETRAIN_CHARS = 250_000
-RM_TRAIN_N = 300
-LM_CONFIG = TinyLMConfig(steps=200)
+RM_TRAIN_N = 200
+LM_CONFIG = TinyLMConfig(steps=150)
 
 
 def run_demo(work_dir: Path, *, seed: int = 0, progress: bool = True) -> RunResult:
@@ -141,14 +141,17 @@ def _config_text(rm_file: str, seed: int) -> str:
         'path = "preferences.jsonl"   # HH-RLHF transcripts (schema detected: hh)',
         "",
         "[generation]",
-        "n_docs = 64",
-        "batch_size = 32",
-        "max_new_tokens = 96",
+        "n_docs = 48",
+        "batch_size = 48",
+        "max_new_tokens = 64",
+        "",
+        "[likelihood]",
+        "max_tokens = 64",
         "",
         "[semantic]",
         "n_boot = 100",
         "mauve_seeds = [0, 1]",
-        "max_topics = 3",
+        "max_topics = 2",
         "",
         "[select]",
         f'rm_results = "{rm_file}"   # measured: Bradley-Terry RM accuracy on held-out pairs',

@@ -67,7 +67,7 @@ def train_reward_model(
     epochs: int = 300,
     lr: float = 0.05,
     weight_decay: float = 1e-3,
-    max_tokens: int = 96,
+    max_tokens: int = 64,
     batch_size: int = 32,
     seed: int = 0,
     n_boot: int = 500,
