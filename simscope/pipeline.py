@@ -35,7 +35,7 @@ from simscope.probe.generate import GenerationConfig, generate_corpus
 from simscope.probe.importer import import_corpus
 from simscope.probe.likelihood import LikelihoodConfig, score_preferences
 from simscope.probe.model import load_model
-from simscope.records import SLICES
+from simscope.records import PROFILE_SCHEMA, SLICES
 from simscope.report import ReportInputs, write_report
 from simscope.report.load import REPORT_FILES
 from simscope.select import (
@@ -49,7 +49,7 @@ from simscope.select import (
 from simscope.semantic.config import SemanticConfig
 from simscope.semantic.index import build_semantic_index, choose_chunk_words, chunk_document
 from simscope.semantic.scorer import embed_texts, semantic_estimators_with_scores
-from simscope.semantic.topics import fit_topics
+from simscope.semantic.topics import fit_topics, topic_mass
 from simscope.stats import DEFAULT_N_BOOT, ScopeEstimator
 from simscope.storage import atomic_file, hash_file, hash_texts, slug, write_parquet
 
@@ -243,6 +243,8 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
         )
         topics = Topics(fitted.labels, fitted.names)
         clock.lap("topics")
+    else:
+        fitted = None
     semantic = _SemanticScorer(cfg, rebuild=rebuild, progress=progress)
     profile_cfg = ProfileConfig(
         n_boot=cfg.n_boot,
@@ -262,6 +264,8 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
     )
     clock.lap("lexical and semantic profile")
     profiles = [result.profile]
+    if fitted is not None and cfg.stages.semantic:
+        profiles.append(semantic.topic_mass_rows(fitted))
     if cfg.stages.likelihood:
         for c in cfg.candidates:
             if c.model is not None:
@@ -452,6 +456,27 @@ class _SemanticScorer:
         self.scores[(model, slice_)] = scores
         self.texts[slice_] = texts
         return estimators
+
+    def topic_mass_rows(self, topics: Any) -> pl.DataFrame:
+        """``semantic.topic_mass_ratio`` per model and topic, under the prompt slice (topics
+        are clusters of prompts); a single number per topic, so no interval."""
+        frames = []
+        for (model, slice_), index in sorted(self.indexes.items()):
+            if slice_ != "prompt":
+                continue
+            mass = topic_mass(index, topics)
+            frames.append(
+                mass.select(
+                    pl.lit(model).alias("model"),
+                    pl.lit("prompt").alias("slice"),
+                    pl.col("topic"),
+                    pl.lit("semantic.topic_mass_ratio").alias("metric"),
+                    pl.col("mass_ratio").alias("value"),
+                    pl.lit(None, dtype=pl.Float64).alias("ci_low"),
+                    pl.lit(None, dtype=pl.Float64).alias("ci_high"),
+                )
+            )
+        return pl.concat(frames) if frames else pl.DataFrame(schema=PROFILE_SCHEMA)
 
     def examples(
         self, prefs: pl.DataFrame, corpora: Mapping[str, pl.DataFrame]

@@ -166,3 +166,38 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     again = runner.invoke(cli, ["--quiet", "demo", "--dir", str(tmp_path)])
     assert again.exit_code == 0, again.output
     assert weights.stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+def test_run_with_semantic_scorer_topics_and_evidence(workspace: Path) -> None:
+    config = _config(
+        extra="",
+        candidates="".join(
+            f'[[candidates]]\nname = "{n}"\ncorpus = "{n}.jsonl.gz"\ntext_field = "body"\n'
+            f"n_docs = 40\n\n"
+            for n in ("dialogue", "bard")
+        ),
+    ).replace("semantic = false\ntopics = false", "semantic = true\ntopics = true")
+    config = config.replace(
+        '[select]\nrm_results = "rm.csv"\ntarget = "accuracy"\nn_boot = 50\n', ""
+    )
+    config += "[semantic]\nmauve_seeds = [0]\nmax_topics = 2\nn_boot = 10\n"
+    (workspace / "simscope.toml").write_text(config)
+    result = run(load_run_config(workspace / "simscope.toml"), progress=False)
+    profile = result.profile
+    mass = profile.filter(pl.col("metric") == "semantic.topic_mass_ratio")
+    assert set(mass["model"]) == {"dialogue", "bard"} and mass["topic"].null_count() == 0
+    cov = dict(
+        profile.filter(
+            (pl.col("metric") == "semantic.coverage_k5")
+            & (pl.col("slice") == "chosen")
+            & pl.col("topic").is_null()
+        )
+        .select("model", "value")
+        .iter_rows()
+    )
+    assert cov["dialogue"] > cov["bard"]
+    examples = json.loads((workspace / "run" / "examples.json").read_text())
+    assert {e["model"] for e in examples} == {"dialogue", "bard"}
+    assert all(e["probe_text"] for e in examples)
+    assert pl.read_parquet(workspace / "run" / "embedding_map.parquet").height > 0
