@@ -132,6 +132,22 @@ def check_frame(df: pl.DataFrame, schema: pl.Schema, table: str, where: str = ""
     return out
 
 
+def split_probe_corpus(corpus: pl.DataFrame) -> tuple[str, list[str]]:
+    """The one model of a ProbeCorpus and its texts in ``doc_id`` order (an index's row order).
+
+    Indexes are built per model: an empty corpus or one mixing models is a SimscopeError.
+    """
+    corpus = check_frame(corpus, PROBE_SCHEMA, "ProbeCorpus")
+    if corpus.height == 0:
+        raise SimscopeError("ProbeCorpus is empty; nothing to index")
+    models = corpus.get_column("model").unique().to_list()
+    if len(models) != 1:
+        raise SimscopeError(
+            f"ProbeCorpus: an index is built per model; expected one model, found {sorted(models)}"
+        )
+    return models[0], corpus.sort("doc_id").get_column("text").to_list()
+
+
 def _first_uncastable(df: pl.DataFrame, name: str, dtype: pl.DataType) -> object:
     cast = df.get_column(name).cast(dtype, strict=False)
     original = df.get_column(name)

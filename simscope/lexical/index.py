@@ -27,7 +27,7 @@ from tqdm import tqdm
 from simscope.errors import SimscopeError
 from simscope.lexical.minhash import ENGINES, NearDuplicateFinder, engine_version, sign
 from simscope.normalize import Normalization, TokenBatch, ngram_hashes, tokenize
-from simscope.records import PROBE_SCHEMA, check_frame
+from simscope.records import split_probe_corpus
 from simscope.storage import (
     atomic_dir,
     hash_texts,
@@ -71,12 +71,6 @@ class LexicalConfig:
             raise SimscopeError("lexical: shingle_words and ngram_sizes must be >= 1")
         if self.num_perm < 8:
             raise SimscopeError(f"lexical.num_perm: expected >= 8, found {self.num_perm}")
-
-
-def corpus_texts(corpus: pl.DataFrame) -> list[str]:
-    """The texts of one model's ProbeCorpus, in ``doc_id`` order (the index row order)."""
-    corpus = check_frame(corpus, PROBE_SCHEMA, "ProbeCorpus")
-    return corpus.sort("doc_id").get_column("text").to_list()
 
 
 def _batches(texts: list[str], size: int, desc: str, progress: bool) -> Iterator[list[str]]:
@@ -150,7 +144,7 @@ def build_ngram_index(
     progress: bool = True,
 ) -> NgramIndex:
     """Load ``indexes/lexical-<model>`` if it matches, else build it (atomically)."""
-    model, texts = _one_model(corpus)
+    model, texts = split_probe_corpus(corpus)
     params = _ngram_params(model, cfg, hash_texts(texts))
     path = Path(root) / f"lexical-{slug(model)}"
     if path.exists() and not rebuild:
@@ -297,7 +291,7 @@ def build_minhash_index(
     progress: bool = True,
 ) -> MinHashIndex:
     """Load ``indexes/minhash-<model>-w<W>`` if it matches, else build it (atomically)."""
-    model, texts = _one_model(corpus)
+    model, texts = split_probe_corpus(corpus)
     params = _minhash_params(model, cfg, chunk_words, hash_texts(texts))
     path = Path(root) / f"minhash-{slug(model)}-w{chunk_words}"
     if path.exists() and not rebuild:
@@ -330,15 +324,3 @@ def load_minhash_index(path: Path, params: dict[str, Any], cfg: LexicalConfig) -
     ):
         raise SimscopeError(f"{path}: array shapes disagree with the manifest; rebuild the index")
     return MinHashIndex(Path(path), signatures, chunk_doc, params["chunk_words"], manifest, cfg)
-
-
-def _one_model(corpus: pl.DataFrame) -> tuple[str, list[str]]:
-    corpus = check_frame(corpus, PROBE_SCHEMA, "ProbeCorpus")
-    if corpus.height == 0:
-        raise SimscopeError("ProbeCorpus is empty; nothing to index")
-    models = corpus.get_column("model").unique().to_list()
-    if len(models) != 1:
-        raise SimscopeError(
-            f"ProbeCorpus: an index is built per model; expected one model, found {sorted(models)}"
-        )
-    return models[0], corpus_texts(corpus)

@@ -69,8 +69,9 @@ def jsd_statistic(text_features: sp.csr_matrix, corpus_counts: np.ndarray) -> St
 class LexicalTextScores:
     """Per-text lexical values for one slice (aligned with its texts), for evidence views.
 
-    ``best_doc[t][i]`` is the row (in ``corpus_texts`` order) of the corpus document holding
-    the window that matched text ``i`` best at threshold ``t``, or -1.
+    ``best_doc[t][i]`` is the row (in ``doc_id`` order, as ``records.split_probe_corpus``
+    gives) of the corpus document holding the window that matched text ``i`` best at
+    threshold ``t``, or -1.
     """
 
     containment: dict[int, np.ndarray]

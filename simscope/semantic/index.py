@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 
 from simscope.errors import SimscopeError
-from simscope.records import PROBE_SCHEMA, check_frame
+from simscope.records import split_probe_corpus
 from simscope.semantic.config import SemanticConfig
 from simscope.semantic.embed import Embedder, get_embedder
 from simscope.storage import (
@@ -164,18 +164,6 @@ def _index_params(
     }
 
 
-def _one_model(corpus: pl.DataFrame) -> tuple[str, list[str]]:
-    corpus = check_frame(corpus, PROBE_SCHEMA, "ProbeCorpus")
-    if corpus.height == 0:
-        raise SimscopeError("ProbeCorpus is empty; nothing to index")
-    models = corpus.get_column("model").unique().to_list()
-    if len(models) != 1:
-        raise SimscopeError(
-            f"ProbeCorpus: an index is built per model; expected one model, found {sorted(models)}"
-        )
-    return models[0], corpus.sort("doc_id").get_column("text").to_list()
-
-
 def build_semantic_index(
     corpus: pl.DataFrame,
     index_root: Path,
@@ -191,7 +179,7 @@ def build_semantic_index(
     corpus chunk length. An existing index built from other texts or parameters is refused
     with a SimscopeError naming what differs, unless ``rebuild``.
     """
-    model, texts = _one_model(corpus)
+    model, texts = split_probe_corpus(corpus)
     words = chunk_words or cfg.chunk_words
     embedder = get_embedder(cfg)
     params = _index_params(model, embedder, cfg, words, hash_texts(texts))
