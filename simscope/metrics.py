@@ -246,8 +246,11 @@ _add(
         name="semantic.coverage_k*",
         definition=(
             "Naeem et al. coverage: share of the slice's texts whose k-NN ball (among the "
-            "slice's texts) contains at least one corpus chunk. 1 for a corpus that covers "
-            "every region of the preference data."
+            "slice's texts) contains at least one corpus chunk, with the corpus subsampled "
+            "to as many chunks as the slice has texts (averaged over 20 seeded subsamples; "
+            "the whole corpus when it is smaller), so that a larger corpus does not look "
+            "closer for its size alone. 1 for a corpus that covers every region of the "
+            "preference data."
         ),
         closer_when="higher",
         family="closeness",

@@ -44,6 +44,7 @@ class SemanticConfig:
     ivf_train_per_list: int = 50
     ivf_seed: int = 1234
     k_nn: int = 5
+    coverage_subsamples: int = 20
     match_quantile: float = 0.5
     mauve_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     mauve_scaling: float = 5.0
@@ -66,6 +67,7 @@ class SemanticConfig:
             "ivf_min_nprobe": self.ivf_min_nprobe,
             "ivf_train_per_list": self.ivf_train_per_list,
             "k_nn": self.k_nn,
+            "coverage_subsamples": self.coverage_subsamples,
             "max_topics": self.max_topics,
             "mauve_max_corpus": self.mauve_max_corpus,
         }

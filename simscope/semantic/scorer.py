@@ -54,7 +54,7 @@ class SemanticTextScores:
     nn_cosine: np.ndarray
     nn_chunk: np.ndarray
     match_threshold: float
-    covered: np.ndarray
+    covered: np.ndarray  # share of equal-size corpus subsamples covering the text
     recalled: np.ndarray
 
 
@@ -89,8 +89,33 @@ def embed_texts(
     return embedder.embed(texts, embedder.cache(index.root), progress=progress)
 
 
+def subsampled_coverage(
+    queries: np.ndarray, corpus: np.ndarray, radii: np.ndarray, *, n_subsamples: int, seed: int
+) -> np.ndarray:
+    """Per text: the share of equal-size corpus subsamples with a chunk inside its k-NN ball.
+
+    Coverage compares two samples of one size (Naeem et al. 2020). Against a corpus with
+    many more chunks than the slice has texts, almost every ball holds some chunk whatever
+    the corpus contains (bench_recovery: 0.970 / 0.975 / 0.970 at 50 / 75 / 100% in-domain
+    text), so the corpus side is subsampled to the slice's size, ``n_subsamples`` times.
+    """
+    n, m = queries.shape[0], corpus.shape[0]
+    if m <= n:
+        draws = [np.arange(m)]
+    else:
+        rng = np.random.default_rng(seed)
+        draws = [np.sort(rng.choice(m, size=n, replace=False)) for _ in range(n_subsamples)]
+    hits = np.zeros(n)
+    for idx in draws:
+        sample = np.ascontiguousarray(corpus[idx], dtype=np.float32)
+        for lo in range(0, n, 2048):
+            best = (queries[lo : lo + 2048] @ sample.T).max(axis=1)
+            hits[lo : lo + 2048] += best >= radii[lo : lo + 2048] - RADIUS_TOLERANCE
+    return hits / len(draws)
+
+
 def score_texts(
-    index: SemanticIndex, queries: np.ndarray, cfg: SemanticConfig
+    index: SemanticIndex, queries: np.ndarray, cfg: SemanticConfig, *, seed: int = 0
 ) -> tuple[SemanticTextScores, np.ndarray]:
     """Per-text nearest-neighbour values and the slice's own k-NN radii."""
     sims, ids = index.search(queries, 1)
@@ -104,7 +129,9 @@ def score_texts(
         nn_cosine=nn_cosine,
         nn_chunk=ids[:, 0],
         match_threshold=threshold,
-        covered=nn_cosine >= radii - RADIUS_TOLERANCE,
+        covered=subsampled_coverage(
+            queries, index.vectors, radii, n_subsamples=cfg.coverage_subsamples, seed=seed
+        ),
         recalled=np.zeros(queries.shape[0], dtype=bool),
     )
     return scores, radii
@@ -144,7 +171,7 @@ def semantic_estimators_with_scores(
         spec(name)  # an undocumented metric must not reach a Profile
     boot = cfg.n_boot if n_boot is None else n_boot
     queries = embed_texts(index, texts, cfg, progress=progress)
-    scores, real_radii = score_texts(index, queries, cfg)
+    scores, real_radii = score_texts(index, queries, cfg, seed=seed)
     passed = neighbourhood_pass(index.vectors, queries, real_radii, index.radii)
     scores = SemanticTextScores(
         scores.nn_cosine, scores.nn_chunk, scores.match_threshold, scores.covered, passed.recalled
