@@ -127,6 +127,14 @@ def test_local_engine_matches_in_memory_builders(
     assert_same_indexes(built, reference, SCALES)
     assert built.ngram is not None
     assert built.ngram.manifest["execution"] == {"engine": "local", "units": 8}
+    # Not only the arrays: the files are byte for byte the in-memory builder's.
+    pairs = [(built.ngram.path, reference[0].path)]
+    pairs += [(built.minhash[s].path, reference[1][s].path) for s in SCALES]
+    for mine, theirs in pairs:
+        names = sorted(f.name for f in theirs.glob("*.npy"))
+        assert names == sorted(f.name for f in mine.glob("*.npy"))
+        for name in names:
+            assert (mine / name).read_bytes() == (theirs / name).read_bytes(), name
     assert not list(tmp_path.glob("*.incomplete"))
     assert not list(tmp_path.glob("*/parts"))
     # Built again: loaded (the manifest matches), not rebuilt.

@@ -2,7 +2,9 @@
 
 The stages expose pure batch functions and know nothing of engines; this package cuts a
 sharded corpus into work units, runs the stages' batch functions over them on the chosen
-engine, and assembles the indexes on disk.
+engine, and assembles the indexes on disk. Lexical indexes are here; the model stages are in
+``simscope.engine.semantic`` (embeddings, FAISS) and ``simscope.engine.probe`` (likelihood
+scoring), imported on use since they load torch.
 """
 
 from simscope.engine.base import (

@@ -216,7 +216,7 @@ class _LexicalTask:
         tag = f"u{unit.index:06d}"
         if self.ngram_dir is not None:
             for n, parts in ngram_parts.items():
-                merged = np.unique(np.concatenate(parts)) if parts else np.empty(0, np.uint64)
+                merged = sorted_unique(np.concatenate(parts)) if parts else np.empty(0, np.uint64)
                 _save_part(self.ngram_dir, f"{tag}-n{n}", merged)
             _save_part(self.ngram_dir, f"{tag}-features", features)
         chunks = {}
@@ -231,6 +231,18 @@ class _LexicalTask:
             _save_part(directory, f"{tag}-doc", doc)
             chunks[str(scale)] = int(doc.size)
         return {**scan.summary(), "chunks": chunks}
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` of a 1-D array, by sorting in place: numpy 2's hash-based ``unique``
+    took 12 s where this takes 1 s on 4M uint64 n-gram hashes here."""
+    values.sort()
+    if values.size < 2:
+        return values
+    keep = np.empty(values.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
 
 
 def _save_part(directory: str, name: str, array: np.ndarray) -> None:
@@ -280,31 +292,54 @@ def _load_into(
             out.minhash[key] = load_minhash_index(path, params, cfg)
 
 
+class _NpyWriter:
+    """Writes one ``.npy`` file part by part: the header, then the rows as they come, never
+    mapping the file, so the driver holds one part at a time. The bytes are ``np.save``'s."""
+
+    def __init__(self, path: Path, dtype: type, shape: tuple[int, ...]) -> None:
+        self.dtype = np.dtype(dtype)
+        self.expected = int(np.prod(shape))
+        self.written = 0
+        self.file = open(path, "wb")  # noqa: SIM115 - closed in __exit__
+        header = {
+            "descr": np.lib.format.dtype_to_descr(self.dtype),
+            "fortran_order": False,
+            "shape": shape,
+        }
+        np.lib.format.write_array_header_1_0(self.file, header)
+
+    def write(self, array: np.ndarray) -> None:
+        np.ascontiguousarray(array, dtype=self.dtype).tofile(self.file)
+        self.written += array.size
+
+    def __enter__(self) -> _NpyWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+        if exc[0] is None and self.written != self.expected:  # a bug, not a user mistake
+            raise RuntimeError(f"{self.file.name}: wrote {self.written} of {self.expected} values")
+
+
 def _concat_minhash(
     parts: Path, out_dir: Path, summaries: Sequence[Summary], scale: int, num_perm: int
 ) -> int:
-    """signatures.npy and chunk_doc.npy, copied part by part into memory-mapped files."""
+    """signatures.npy and chunk_doc.npy, written part by part in row order."""
     counts = [int(s["chunks"][str(scale)]) for s in summaries]
     total = sum(counts)
-    signatures = np.lib.format.open_memmap(
-        out_dir / "signatures.npy", mode="w+", dtype=np.uint32, shape=(total, num_perm)
-    )
-    chunk_doc = np.lib.format.open_memmap(
-        out_dir / "chunk_doc.npy", mode="w+", dtype=np.int64, shape=(total,)
-    )
-    pos = row0 = 0
-    for u, (s, n) in enumerate(zip(summaries, counts, strict=True)):
-        sig = np.load(parts / f"u{u:06d}-sig.npy", mmap_mode="r")
-        doc = np.load(parts / f"u{u:06d}-doc.npy", mmap_mode="r")
-        if sig.shape != (n, num_perm) or doc.shape != (n,):  # a bug, not a user mistake
-            raise RuntimeError(f"unit {u}: parts of shape {sig.shape}, {doc.shape}; expected {n}")
-        signatures[pos : pos + n] = sig
-        chunk_doc[pos : pos + n] = doc + row0
-        pos += n
-        row0 += int(s["rows"])
-    signatures.flush()
-    chunk_doc.flush()
-    del signatures, chunk_doc
+    with (
+        _NpyWriter(out_dir / "signatures.npy", np.uint32, (total, num_perm)) as signatures,
+        _NpyWriter(out_dir / "chunk_doc.npy", np.int64, (total,)) as chunk_doc,
+    ):
+        row0 = 0
+        for u, (s, n) in enumerate(zip(summaries, counts, strict=True)):
+            sig = np.load(parts / f"u{u:06d}-sig.npy")
+            doc = np.load(parts / f"u{u:06d}-doc.npy")
+            if sig.shape != (n, num_perm) or doc.shape != (n,):  # a bug, not a user mistake
+                raise RuntimeError(f"unit {u}: parts of shape {sig.shape}, {doc.shape}; want {n}")
+            signatures.write(sig)
+            chunk_doc.write(doc + row0)
+            row0 += int(s["rows"])
     return total
 
 
@@ -339,7 +374,7 @@ class _MergeRange:
             if b > a:
                 pieces.append(np.array(arr[a:b]))
             del arr
-        merged = np.unique(np.concatenate(pieces)) if pieces else np.empty(0, np.uint64)
+        merged = sorted_unique(np.concatenate(pieces)) if pieces else np.empty(0, np.uint64)
         _save_part(self.parts, f"merged-n{n}-r{r:06d}", merged)
         return {"count": int(merged.size)}
 
@@ -363,16 +398,9 @@ def _merge_ngrams(
     for n in cfg.ngram_sizes:
         mine = [(job[1], s) for job, s in zip(jobs, summaries, strict=True) if job[0] == n]
         total = sum(int(s["count"]) for _, s in mine)
-        target = out_dir / f"ngrams_{n}.npy"
-        out = np.lib.format.open_memmap(target, mode="w+", dtype=np.uint64, shape=(total,))
-        pos = 0
-        for r, s in mine:
-            k = int(s["count"])
-            if k:
-                out[pos : pos + k] = np.load(parts / f"merged-n{n}-r{r:06d}.npy", mmap_mode="r")
-            pos += k
-        out.flush()
-        del out
+        with _NpyWriter(out_dir / f"ngrams_{n}.npy", np.uint64, (total,)) as out:
+            for r, _ in mine:
+                out.write(np.load(parts / f"merged-n{n}-r{r:06d}.npy"))
         counts[str(n)] = total
     return counts
 

@@ -4,8 +4,10 @@ A corpus too large for memory is a directory (or list) of ProbeCorpus shards, pa
 (``*.parquet``) or JSON lines (``*.jsonl``, ``*.jsonl.gz``), each row ``model``, ``doc_id``,
 ``text`` (``origin`` is not read). Its row order is the shards' order (sorted by file name),
 then the order inside each; it must be ascending in ``doc_id``, which makes row numbers the
-same as in :func:`simscope.lexical.index.corpus_texts` of the same corpus in memory.
-:func:`write_corpus_shards` writes a frame that way.
+same as in :func:`simscope.records.split_probe_corpus` of the same corpus in memory.
+:func:`write_corpus_shards` writes a frame that way. A parquet shard is cut into work units
+of whole row groups; a JSONL shard is one work unit (it cannot be split without reading it),
+so keep JSONL shards near ``engine.unit_docs`` rows, or use parquet.
 
 The corpus's content hash (:class:`RowHash`) is computed in parallel: a polynomial over the
 rows' own xxh3-128 digests, so each unit hashes its rows and the driver combines the units'
