@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import polars as pl
@@ -44,6 +44,80 @@ def hash_texts(texts: Iterable[str]) -> str:
         h.update(len(b).to_bytes(8, "little"))
         h.update(b)
     return h.hexdigest()
+
+
+_BASES: Final = (0x9E3779B97F4A7C15, 0xD1B54A32D192ED03)  # odd: invertible modulo 2^64
+_M64: Final = (1 << 64) - 1
+
+
+class RowHash:
+    """Content hash of a corpus's texts in row order, computable in parts and combined by the
+    parts' row offsets (the ``input_hash`` of every probe-corpus index).
+
+    ``H = sum_i d_i * B^i mod 2^64`` per 64-bit lane of each row's xxh3-128 digest ``d_i``, with
+    ``i`` the global row number, so it is order-sensitive and a unit's sum starting at row 0
+    is shifted to its offset ``o`` by multiplying with ``B^o``.
+    """
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.lanes = [0, 0]
+
+    def update(self, texts: list[str]) -> None:
+        n = len(texts)
+        if not n:
+            return
+        digests = [xxhash.xxh3_128_intdigest(t.encode("utf-8")) for t in texts]
+        lanes = (
+            np.fromiter((d & _M64 for d in digests), dtype=np.uint64, count=n),
+            np.fromiter((d >> 64 for d in digests), dtype=np.uint64, count=n),
+        )
+        for k, base in enumerate(_BASES):
+            powers = _powers(base, n)
+            with np.errstate(over="ignore"):
+                local = int(np.sum(lanes[k] * powers, dtype=np.uint64))
+            self.lanes[k] = (self.lanes[k] + local * pow(base, self.rows, 1 << 64)) & _M64
+        self.rows += n
+
+    def summary(self) -> list[int]:
+        return [self.rows, *self.lanes]
+
+    @staticmethod
+    def combine(summaries: Sequence[Sequence[int]]) -> str:
+        """The corpus hash from the units' ``summary()``, in row order."""
+        total = [0, 0]
+        offset = 0
+        for rows, *lanes in summaries:
+            for k, base in enumerate(_BASES):
+                total[k] = (total[k] + int(lanes[k]) * pow(base, offset, 1 << 64)) & _M64
+            offset += int(rows)
+        digest = xxhash.xxh3_128_hexdigest(f"{offset}:{total[0]}:{total[1]}".encode())
+        return f"rowhash1:{digest}"
+
+
+_POWER_CACHE: dict[int, np.ndarray] = {}
+
+
+def _powers(base: int, n: int) -> np.ndarray:
+    table = _POWER_CACHE.get(base)
+    if table is None or table.size < n:
+        size = max(n, 1 << 14)
+        table = np.empty(size, dtype=np.uint64)
+        table[0] = 1
+        table[1:] = np.uint64(base)
+        with np.errstate(over="ignore"):
+            np.cumprod(table, out=table)
+        _POWER_CACHE[base] = table
+    return table[:n]
+
+
+def hash_corpus_texts(texts: Sequence[str]) -> str:
+    """:class:`RowHash` of texts held in memory: the same hash ``simscope.engine`` computes
+    from the same texts in shards, so indexes built either way are interchangeable."""
+    h = RowHash()
+    for lo in range(0, len(texts), 1 << 14):
+        h.update(list(texts[lo : lo + (1 << 14)]))
+    return RowHash.combine([h.summary()])
 
 
 def hash_file(path: Path) -> str:

@@ -31,7 +31,7 @@ from simscope.engine import (
     write_corpus_shards,
 )
 from simscope.engine.base import Summary
-from simscope.engine.shards import RowHash, plan_units
+from simscope.engine.shards import plan_units
 from simscope.errors import SimscopeError
 from simscope.lexical.index import (
     LexicalConfig,
@@ -43,6 +43,7 @@ from simscope.lexical.index import (
 )
 from simscope.lexical.scorer import lexical_estimators
 from simscope.normalize import tokenize
+from simscope.storage import RowHash
 
 CFG = LexicalConfig(batch_docs=300)
 SCALES = (16, 32, 64, 128, 256, 512)
@@ -119,7 +120,10 @@ def profile_values(
 
 
 def test_local_engine_matches_in_memory_builders(
-    shards: CorpusShards, reference: tuple[NgramIndex, dict[int, MinHashIndex]], tmp_path: Path
+    corpus: pl.DataFrame,
+    shards: CorpusShards,
+    reference: tuple[NgramIndex, dict[int, MinHashIndex]],
+    tmp_path: Path,
 ) -> None:
     engine = LocalEngine(unit_docs=200)
     assert len(plan_units(shards, engine.unit_docs)) == 8
@@ -137,6 +141,12 @@ def test_local_engine_matches_in_memory_builders(
             assert (mine / name).read_bytes() == (theirs / name).read_bytes(), name
     assert not list(tmp_path.glob("*.incomplete"))
     assert not list(tmp_path.glob("*/parts"))
+    # The same parameters, input hash included: each builder loads the other's index.
+    assert built.ngram.manifest["params"] == reference[0].manifest["params"]
+    for s in SCALES:
+        assert built.minhash[s].manifest["params"] == reference[1][s].manifest["params"]
+    in_memory = build_ngram_index(corpus, tmp_path, CFG, progress=False)
+    assert in_memory.manifest["created_at"] == built.ngram.manifest["created_at"]
     # Built again: loaded (the manifest matches), not rebuilt.
     again = build_lexical_indexes(shards, tmp_path, CFG, engine, scales=SCALES, progress=False)
     assert again.ngram is not None
@@ -413,8 +423,7 @@ def test_ray_semantic_index_matches_local(
     assert cosine.min() > 0.999, cosine.min()
     np.testing.assert_allclose(built.radii, local.radii, atol=2e-3)
     assert built.manifest["index_type"] == local.manifest["index_type"]
-    params = {k: v for k, v in built.manifest["params"].items() if k != "input_hash"}
-    assert params == {k: v for k, v in local.manifest["params"].items() if k != "input_hash"}
+    assert built.manifest["params"] == local.manifest["params"]
     assert built.manifest["params"]["input_hash"] == hash_corpus_texts(texts)
     # Loaded, not rebuilt, the second time.
     again = build_sharded(shards, tmp_path / "ray", cfg, ray_engine, chunk_words=64, progress=False)

@@ -274,7 +274,9 @@ def test_index_mismatch_is_refused_naming_what_differs(
     indexes: dict[str, SemanticIndex], sem_root: Path, shakespeare: list[str]
 ) -> None:
     changed = [*shakespeare[:-1], shakespeare[-1] + " Exeunt."]
-    with pytest.raises(SimscopeError, match=r"input_hash: index has '[0-9a-f]+', requested"):
+    with pytest.raises(
+        SimscopeError, match=r"input_hash: index has 'rowhash1:[0-9a-f]+', requested"
+    ):
         build_semantic_index(corpus_frame("shakespeare", changed), sem_root, CFG, progress=False)
     with pytest.raises(SimscopeError, match="k_nn: index has 5, requested 3"):
         build_semantic_index(

@@ -20,7 +20,8 @@ from simscope.engine.lexical import (
     build_minhash_index,
     build_ngram_index,
 )
-from simscope.engine.shards import CorpusShards, hash_corpus_texts, write_corpus_shards
+from simscope.engine.shards import CorpusShards, write_corpus_shards
+from simscope.storage import hash_corpus_texts
 
 __all__ = [
     "ENGINE_KINDS",

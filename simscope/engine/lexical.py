@@ -9,8 +9,9 @@ corpus: signatures and window-to-document rows are copied part by part into memo
 arrays; the n-gram sets are merged by hash range (one engine task per range, each taking its
 range from every part by binary search) and the ranges concatenated. The arrays, and so
 every score computed from them, are identical to :func:`simscope.lexical.index.build_ngram_index`
-and :func:`~simscope.lexical.index.build_minhash_index` on the same corpus in memory; the
-manifests differ in ``input_hash`` (computed per unit here, see ``simscope.engine.shards``).
+and :func:`~simscope.lexical.index.build_minhash_index` on the same corpus in memory, and
+so are the manifests' parameters (``input_hash`` included): either builder loads the other's
+index. The manifests differ only in ``execution`` (engine and work units) and dates.
 """
 
 from __future__ import annotations

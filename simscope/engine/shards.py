@@ -9,9 +9,10 @@ same as in :func:`simscope.records.split_probe_corpus` of the same corpus in mem
 of whole row groups; a JSONL shard is one work unit (it cannot be split without reading it),
 so keep JSONL shards near ``engine.unit_docs`` rows, or use parquet.
 
-The corpus's content hash (:class:`RowHash`) is computed in parallel: a polynomial over the
-rows' own xxh3-128 digests, so each unit hashes its rows and the driver combines the units'
-sums by their row offsets. It depends on the texts and their order only, not on the sharding.
+The corpus's content hash (:class:`simscope.storage.RowHash`, every index's ``input_hash``)
+is computed in parallel: a polynomial over the rows' own xxh3-128 digests, so each unit hashes
+its rows and the driver combines the units' sums by their row offsets. It depends on the
+texts and their order only, not on the sharding, and equals the in-memory builders' hash.
 """
 
 from __future__ import annotations
@@ -23,13 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import numpy as np
 import polars as pl
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
-import xxhash
 
 from simscope.errors import SimscopeError
 from simscope.records import PROBE_SCHEMA, check_frame
+from simscope.storage import RowHash
 
 SHARD_SUFFIXES: Final = (".parquet", ".jsonl", ".jsonl.gz")
 _COLUMNS: Final = ("model", "doc_id", "text")
@@ -256,77 +256,3 @@ def check_corpus(
             )
         prev = (u.path, s["last_doc_id"])
     return RowHash.combine([s["hash"] for s in summaries]), rows
-
-
-# ---- content hash ---------------------------------------------------------------------------
-
-_BASES: Final = (0x9E3779B97F4A7C15, 0xD1B54A32D192ED03)  # odd: invertible modulo 2^64
-_M64: Final = (1 << 64) - 1
-
-
-class RowHash:
-    """Content hash of a unit's texts, combinable across units by their row offsets.
-
-    ``H = sum_i d_i * B^i mod 2^64`` per 64-bit lane of each row's xxh3-128 digest ``d_i``, with
-    ``i`` the global row number, so it is order-sensitive and a unit's sum starting at row 0
-    is shifted to its offset ``o`` by multiplying with ``B^o``.
-    """
-
-    def __init__(self) -> None:
-        self.rows = 0
-        self.lanes = [0, 0]
-
-    def update(self, texts: list[str]) -> None:
-        n = len(texts)
-        if not n:
-            return
-        digests = [xxhash.xxh3_128_intdigest(t.encode("utf-8")) for t in texts]
-        lanes = (
-            np.fromiter((d & _M64 for d in digests), dtype=np.uint64, count=n),
-            np.fromiter((d >> 64 for d in digests), dtype=np.uint64, count=n),
-        )
-        for k, base in enumerate(_BASES):
-            powers = _powers(base, n)
-            with np.errstate(over="ignore"):
-                local = int(np.sum(lanes[k] * powers, dtype=np.uint64))
-            self.lanes[k] = (self.lanes[k] + local * pow(base, self.rows, 1 << 64)) & _M64
-        self.rows += n
-
-    def summary(self) -> list[int]:
-        return [self.rows, *self.lanes]
-
-    @staticmethod
-    def combine(summaries: Sequence[Sequence[int]]) -> str:
-        """The corpus hash from the units' ``summary()``, in row order."""
-        total = [0, 0]
-        offset = 0
-        for rows, *lanes in summaries:
-            for k, base in enumerate(_BASES):
-                total[k] = (total[k] + int(lanes[k]) * pow(base, offset, 1 << 64)) & _M64
-            offset += int(rows)
-        digest = xxhash.xxh3_128_hexdigest(f"{offset}:{total[0]}:{total[1]}".encode())
-        return f"rowhash1:{digest}"
-
-
-_POWER_CACHE: dict[int, np.ndarray] = {}
-
-
-def _powers(base: int, n: int) -> np.ndarray:
-    table = _POWER_CACHE.get(base)
-    if table is None or table.size < n:
-        size = max(n, 1 << 14)
-        table = np.empty(size, dtype=np.uint64)
-        table[0] = 1
-        table[1:] = np.uint64(base)
-        with np.errstate(over="ignore"):
-            np.cumprod(table, out=table)
-        _POWER_CACHE[base] = table
-    return table[:n]
-
-
-def hash_corpus_texts(texts: Sequence[str]) -> str:
-    """:class:`RowHash` of texts held in memory (what the engine computes from shards)."""
-    h = RowHash()
-    for lo in range(0, len(texts), 1 << 14):
-        h.update(list(texts[lo : lo + (1 << 14)]))
-    return RowHash.combine([h.summary()])

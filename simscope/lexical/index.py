@@ -30,7 +30,7 @@ from simscope.normalize import Normalization, TokenBatch, ngram_hashes, tokenize
 from simscope.records import split_probe_corpus
 from simscope.storage import (
     atomic_dir,
-    hash_texts,
+    hash_corpus_texts,
     load_array,
     read_manifest,
     save_array,
@@ -145,7 +145,7 @@ def build_ngram_index(
 ) -> NgramIndex:
     """Load ``indexes/lexical-<model>`` if it matches, else build it (atomically)."""
     model, texts = split_probe_corpus(corpus)
-    params = _ngram_params(model, cfg, hash_texts(texts))
+    params = _ngram_params(model, cfg, hash_corpus_texts(texts))
     path = Path(root) / f"lexical-{slug(model)}"
     if path.exists() and not rebuild:
         return load_ngram_index(path, params)
@@ -292,7 +292,7 @@ def build_minhash_index(
 ) -> MinHashIndex:
     """Load ``indexes/minhash-<model>-w<W>`` if it matches, else build it (atomically)."""
     model, texts = split_probe_corpus(corpus)
-    params = _minhash_params(model, cfg, chunk_words, hash_texts(texts))
+    params = _minhash_params(model, cfg, chunk_words, hash_corpus_texts(texts))
     path = Path(root) / f"minhash-{slug(model)}-w{chunk_words}"
     if path.exists() and not rebuild:
         return load_minhash_index(path, params, cfg)

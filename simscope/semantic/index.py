@@ -33,7 +33,7 @@ from simscope.semantic.config import SemanticConfig
 from simscope.semantic.embed import Embedder, get_embedder
 from simscope.storage import (
     atomic_dir,
-    hash_texts,
+    hash_corpus_texts,
     load_array,
     read_manifest,
     save_array,
@@ -182,7 +182,7 @@ def build_semantic_index(
     model, texts = split_probe_corpus(corpus)
     words = chunk_words or cfg.chunk_words
     embedder = get_embedder(cfg)
-    params = _index_params(model, embedder, cfg, words, hash_texts(texts))
+    params = _index_params(model, embedder, cfg, words, hash_corpus_texts(texts))
     root = Path(index_root)
     path = root / f"semantic-{slug(model)}-w{words}"
     if path.exists() and not rebuild:
