@@ -26,8 +26,12 @@ import polars as pl
 
 from simscope import __version__
 from simscope.config import from_mapping, load_toml
+from simscope.engine import CorpusShards, EngineConfig, make_engine, write_corpus_shards
+from simscope.engine.lexical import build_lexical_indexes
+from simscope.engine.semantic import build_semantic_index as build_sharded_semantic_index
 from simscope.errors import SimscopeError
 from simscope.lexical.index import LexicalConfig
+from simscope.lexical.scorer import minhash_scales
 from simscope.overlap.profile import ProfileConfig, Topics, build_profile
 from simscope.preferences import load_preferences
 from simscope.probe.corpus import read_probe_corpus
@@ -51,7 +55,7 @@ from simscope.semantic.index import build_semantic_index, choose_chunk_words, ch
 from simscope.semantic.scorer import embed_texts, semantic_estimators_with_scores
 from simscope.semantic.topics import fit_topics, topic_mass
 from simscope.stats import DEFAULT_N_BOOT, ScopeEstimator
-from simscope.storage import atomic_file, hash_file, hash_texts, slug, write_parquet
+from simscope.storage import atomic_dir, atomic_file, hash_file, hash_texts, slug, write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -96,9 +100,8 @@ class SelectSection:
 
 @dataclass(frozen=True)
 class StagesSection:
-    """Which scorers run (all by default)."""
+    """Which scorers run besides the lexical one, which always does (all by default)."""
 
-    lexical: bool = True
     semantic: bool = True
     likelihood: bool = True
     topics: bool = True
@@ -106,7 +109,13 @@ class StagesSection:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """The whole pipeline's configuration; ``seed`` reaches every random step."""
+    """The whole pipeline's configuration; ``seed`` reaches every random step.
+
+    ``execution`` (an ``[execution]`` table) builds the corpora's indexes on an engine
+    (``kind = "local"`` out of core in this process, ``"ray"`` on a Ray cluster) before the
+    profile loads them; without it the stages build them in memory. The indexes, and so the
+    Profile, are the same either way.
+    """
 
     preferences: PreferencesSection
     candidates: tuple[CandidateSection, ...]
@@ -121,6 +130,7 @@ class RunConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     likelihood: LikelihoodConfig = field(default_factory=LikelihoodConfig)
     select: SelectSection = field(default_factory=SelectSection)
+    execution: EngineConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.candidates:
@@ -245,7 +255,12 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
         clock.lap("topics")
     else:
         fitted = None
-    semantic = _SemanticScorer(cfg, rebuild=rebuild, progress=progress)
+    if cfg.execution is not None:
+        _build_indexes_on_engine(cfg, cfg.execution, prefs, corpora, rebuild, progress)
+        clock.lap(f"indexes on the {cfg.execution.kind} engine")
+    # Indexes just built on an engine are loaded, not built again.
+    rebuild_indexes = rebuild and cfg.execution is None
+    semantic = _SemanticScorer(cfg, rebuild=rebuild_indexes, progress=progress)
     profile_cfg = ProfileConfig(
         n_boot=cfg.n_boot,
         seed=cfg.seed,
@@ -259,7 +274,7 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
         profile_cfg,
         topics=topics,
         extra_scorers={"semantic": semantic} if cfg.stages.semantic else None,
-        rebuild=rebuild,
+        rebuild=rebuild_indexes,
         progress=progress,
     )
     clock.lap("lexical and semantic profile")
@@ -417,6 +432,66 @@ def _model_fingerprint(model: str) -> str:
         return model
     files = sorted(p for p in path.iterdir() if p.suffix in {".json", ".safetensors", ".txt"})
     return hash_texts([f"{p.name}:{hash_file(p)}" for p in files])
+
+
+# ---- indexes on an engine ---------------------------------------------------------------------
+
+
+def _build_indexes_on_engine(
+    cfg: RunConfig,
+    execution: EngineConfig,
+    prefs: pl.DataFrame,
+    corpora: Mapping[str, pl.DataFrame],
+    rebuild: bool,
+    progress: bool,
+) -> None:
+    """Build every index the profile will ask for on ``execution``'s engine, from parquet
+    shards of each corpus under ``indexes/shards/`` (kept: a later run reuses them); the
+    profile then loads them, since their manifests match the in-memory builders'."""
+    lexical = replace(cfg.lexical, seed=cfg.seed)
+    texts = {s: prefs.get_column(s).to_list() for s in cfg.slices}
+    scales = sorted({w for t in texts.values() for w in minhash_scales(t, lexical)})
+    chunk_words = sorted({choose_chunk_words(t) for t in texts.values()})
+    engine = make_engine(execution)
+    try:
+        for name in sorted(corpora):
+            corpus = corpora[name]
+            ordered = corpus.sort("doc_id")
+            key = hash_texts(
+                [
+                    name,
+                    hash_texts(ordered.get_column("doc_id")),
+                    hash_texts(ordered.get_column("text")),
+                ]
+            )[:16]
+            target = Path(cfg.indexes_dir) / "shards" / f"{slug(name)}-{key}"
+            if not target.is_dir():
+                with atomic_dir(target, overwrite=True) as tmp:
+                    write_corpus_shards(ordered, tmp, row_group_rows=min(execution.unit_docs, 8192))
+            shards = CorpusShards.from_path(target)
+            build_lexical_indexes(
+                shards,
+                cfg.indexes_dir,
+                lexical,
+                engine,
+                scales=scales,
+                rebuild=rebuild,
+                progress=progress,
+            )
+            if cfg.stages.semantic:
+                for words in chunk_words:
+                    build_sharded_semantic_index(
+                        shards,
+                        cfg.indexes_dir,
+                        cfg.semantic,
+                        engine,
+                        chunk_words=words,
+                        num_gpus=execution.model_gpus,
+                        rebuild=rebuild,
+                        progress=progress,
+                    )
+    finally:
+        engine.close()
 
 
 # ---- semantic scorer with evidence --------------------------------------------------------------

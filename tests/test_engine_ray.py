@@ -231,7 +231,7 @@ def test_shards_out_of_doc_id_order_are_refused(corpus: pl.DataFrame, tmp_path: 
 
 
 def test_engine_config_is_checked() -> None:
-    with pytest.raises(SimscopeError, match=r"engine.kind: expected one of local, ray"):
+    with pytest.raises(SimscopeError, match=r"execution.kind: expected one of local, ray"):
         EngineConfig(kind="spark")
     with pytest.raises(SimscopeError, match="apply to kind = 'ray' only"):
         EngineConfig(address="auto")

@@ -9,10 +9,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from polars.testing import assert_frame_equal
 
 from simscope.cli import cli
 from simscope.errors import SimscopeError
-from simscope.pipeline import load_run_config, run
+from simscope.pipeline import load_run_config, profile_only, run
 
 
 @pytest.fixture()
@@ -201,3 +202,56 @@ def test_run_with_semantic_scorer_topics_and_evidence(workspace: Path) -> None:
     assert {e["model"] for e in examples} == {"dialogue", "bard"}
     assert all(e["probe_text"] for e in examples)
     assert pl.read_parquet(workspace / "run" / "embedding_map.parquet").height > 0
+
+
+def _profile_with(workspace: Path, execution: str, indexes: str) -> pl.DataFrame:
+    config = _config().replace('indexes_dir = "idx"', f'indexes_dir = "{indexes}"')
+    (workspace / f"{indexes}.toml").write_text(config + execution)
+    cfg = load_run_config(workspace / f"{indexes}.toml")
+    return profile_only(cfg, workspace / f"{indexes}.parquet", progress=False)
+
+
+def test_execution_engine_builds_the_indexes_the_profile_loads(workspace: Path) -> None:
+    in_memory = _profile_with(workspace, "", "idx-memory")
+    engine = _profile_with(workspace, '[execution]\nkind = "local"\nunit_docs = 16\n', "idx-local")
+    assert_frame_equal(engine, in_memory)
+    # Built on the engine from parquet shards kept under indexes/shards/, in work units ...
+    manifest = json.loads((workspace / "idx-local" / "lexical-bard" / "manifest.json").read_text())
+    assert manifest["execution"] == {"engine": "local", "units": 7}  # 100 docs, row groups of 16
+    assert len(list((workspace / "idx-local" / "shards").iterdir())) == 3
+    # ... whose files are the in-memory builder's, so either one loads the other's.
+    for index in sorted((workspace / "idx-memory").glob("*-*")):
+        for array in sorted(index.glob("*.npy")):
+            twin = workspace / "idx-local" / index.name / array.name
+            assert twin.read_bytes() == array.read_bytes(), twin
+    again = _profile_with(workspace, '[execution]\nkind = "local"\nunit_docs = 16\n', "idx-memory")
+    assert_frame_equal(again, in_memory)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ('kind = "spark"', "execution.kind: expected one of local, ray, found 'spark'"),
+        ('address = "auto"', "address, num_cpus, object_store_mb, actors and model_gpus apply"),
+        ("unit_docs = 0", "execution.unit_docs: expected >= 1, found 0"),
+        ("workers = 2", "execution: unknown key(s) 'workers'"),
+    ],
+)
+def test_execution_config_errors(workspace: Path, section: str, message: str) -> None:
+    path = workspace / "simscope.toml"
+    path.write_text(_config() + f"[execution]\n{section}\n")
+    with pytest.raises(SimscopeError) as e:
+        load_run_config(path)
+    assert message in str(e.value)
+    assert str(e.value).startswith(str(path))
+
+
+@pytest.mark.slow  # starts a local Ray cluster (~10-20 s)
+def test_ray_execution_gives_the_same_profile(workspace: Path) -> None:
+    pytest.importorskip("ray")
+    in_memory = _profile_with(workspace, "", "idx-memory")
+    section = '[execution]\nkind = "ray"\nnum_cpus = 2\nobject_store_mb = 200\nunit_docs = 16\n'
+    on_ray = _profile_with(workspace, section, "idx-ray")
+    assert_frame_equal(on_ray, in_memory)
+    manifest = json.loads((workspace / "idx-ray" / "lexical-bard" / "manifest.json").read_text())
+    assert manifest["execution"] == {"engine": "ray", "units": 7}

@@ -26,7 +26,7 @@ UnitFnFactory = Callable[[], Callable[[U], Summary]]
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Where the work of a stage runs (the ``[engine]`` section of the config).
+    """Where the work of a stage runs (the ``[execution]`` section of a run config).
 
     ``kind = "ray"`` needs the ``ray`` extra. ``address`` joins a running cluster (``"auto"``,
     ``"ray://head:10001"``); without it a local cluster of ``num_cpus`` CPUs is started. On a
@@ -34,7 +34,8 @@ class EngineConfig:
     sees. ``unit_docs`` is the work unit's size in documents (a unit is never smaller than
     one parquet row group); a unit whose worker dies is retried up to ``max_retries`` times.
     Model stages (embedding, LM scoring) run in a pool of ``actors`` workers that each load
-    the model once (None: one per CPU, or per GPU when the stage asks for GPUs).
+    the model once (None: one per CPU, or per GPU when the stage asks for GPUs);
+    ``model_gpus`` is the GPUs each of those workers asks Ray for (0: CPU only).
     """
 
     kind: str = "local"
@@ -44,27 +45,29 @@ class EngineConfig:
     unit_docs: int = 32768
     max_retries: int = 3
     actors: int | None = None
+    model_gpus: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in ENGINE_KINDS:
             raise SimscopeError(
-                f"engine.kind: expected one of {', '.join(ENGINE_KINDS)}, found {self.kind!r}"
+                f"execution.kind: expected one of {', '.join(ENGINE_KINDS)}, found {self.kind!r}"
             )
         if self.unit_docs < 1:
-            raise SimscopeError(f"engine.unit_docs: expected >= 1, found {self.unit_docs}")
+            raise SimscopeError(f"execution.unit_docs: expected >= 1, found {self.unit_docs}")
         if self.max_retries < 0:
-            raise SimscopeError(f"engine.max_retries: expected >= 0, found {self.max_retries}")
+            raise SimscopeError(f"execution.max_retries: expected >= 0, found {self.max_retries}")
         if self.actors is not None and self.actors < 1:
-            raise SimscopeError(f"engine.actors: expected >= 1, found {self.actors}")
+            raise SimscopeError(f"execution.actors: expected >= 1, found {self.actors}")
+        if self.model_gpus < 0:
+            raise SimscopeError(f"execution.model_gpus: expected >= 0, found {self.model_gpus}")
         if self.num_cpus is not None and self.num_cpus < 1:
-            raise SimscopeError(f"engine.num_cpus: expected >= 1, found {self.num_cpus}")
+            raise SimscopeError(f"execution.num_cpus: expected >= 1, found {self.num_cpus}")
         if self.kind == "local" and (
-            self.address or self.num_cpus or self.object_store_mb or self.actors
+            self.address or self.num_cpus or self.object_store_mb or self.actors or self.model_gpus
         ):
             raise SimscopeError(
-                "engine: address, num_cpus, object_store_mb and actors apply to kind = 'ray' "
-                "only; "
-                "set engine.kind = 'ray' or remove them"
+                "execution: address, num_cpus, object_store_mb, actors and model_gpus apply to "
+                "kind = 'ray' only; set execution.kind = 'ray' or remove them"
             )
 
 

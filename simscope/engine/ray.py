@@ -70,7 +70,7 @@ class RayEngine:
         cfg = cfg or EngineConfig(kind="ray")
         if ray is None:
             raise SimscopeError(
-                "engine.kind = 'ray' needs Ray; install the extra: pip install 'simscope[ray]'"
+                "execution.kind = 'ray' needs Ray; install the extra: pip install 'simscope[ray]'"
             )
         self.cfg = cfg
         self.unit_docs = cfg.unit_docs
@@ -184,7 +184,7 @@ def _user_error(e: BaseException, desc: str, max_retries: int) -> BaseException:
             return SimscopeError(
                 f"{desc}: a Ray worker died {max_retries + 1} times on one work unit "
                 f"({type(err).__name__}); no index was written. If it ran out of memory, "
-                "lower engine.unit_docs or give workers more memory, then run again"
+                "lower execution.unit_docs or give workers more memory, then run again"
             )
         stack += [err.__cause__, err.__context__, getattr(err, "cause", None)]
     return e

@@ -7,7 +7,7 @@ then the order inside each; it must be ascending in ``doc_id``, which makes row 
 same as in :func:`simscope.records.split_probe_corpus` of the same corpus in memory.
 :func:`write_corpus_shards` writes a frame that way. A parquet shard is cut into work units
 of whole row groups; a JSONL shard is one work unit (it cannot be split without reading it),
-so keep JSONL shards near ``engine.unit_docs`` rows, or use parquet.
+so keep JSONL shards near ``execution.unit_docs`` rows, or use parquet.
 
 The corpus's content hash (:class:`simscope.storage.RowHash`, every index's ``input_hash``)
 is computed in parallel: a polynomial over the rows' own xxh3-128 digests, so each unit hashes

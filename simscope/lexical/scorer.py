@@ -83,6 +83,13 @@ MinHashSource = Callable[[int], MinHashIndex]
 """Returns the corpus's MinHash index at a window scale (words), building it if needed."""
 
 
+def minhash_scales(texts: list[str], cfg: LexicalConfig) -> list[int]:
+    """The window scales of the MinHash indexes that :func:`score_texts` asks ``minhash_for``
+    for when scoring ``texts`` (to build them ahead, e.g. on another engine)."""
+    lengths = tokenize(texts, cfg.normalization).lengths()
+    return [int(s) for s in np.unique(scale_for_lengths(lengths))]
+
+
 def score_texts(
     texts: list[str], ngram_index: NgramIndex, minhash_for: MinHashSource, cfg: LexicalConfig
 ) -> tuple[LexicalTextScores, sp.csr_matrix]:
