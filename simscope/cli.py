@@ -133,12 +133,12 @@ def probe_import(path: str, out: str, fmt: str | None, no_dedupe: bool, **opts: 
     from pathlib import Path
 
     from simscope.probe.corpus import write_probe_corpus
-    from simscope.probe.importer import load_corpus
+    from simscope.probe.importer import import_corpus
 
     overwrite = opts.pop("overwrite")
     if Path(out).exists() and not overwrite:
         raise SimscopeError(f"{out}: already exists; remove it or pass --overwrite")
-    result = load_corpus(Path(path), format=fmt, dedupe=not no_dedupe, **opts)
+    result = import_corpus(Path(path), format=fmt, dedupe=not no_dedupe, **opts)
     write_probe_corpus(result.corpus, Path(out), result.metadata)
     s = result.stats
     click.echo(
@@ -222,7 +222,7 @@ def probe_score(
         name, sep, ref_path = spec_.partition("=")
         if not sep or not name or not ref_path:
             raise SimscopeError(f"--reference: expected NAME=PATH, found {spec_!r}")
-        texts = import_corpus(Path(ref_path), model=name).get_column("text").to_list()
+        texts = import_corpus(Path(ref_path), model=name).corpus.get_column("text").to_list()
         refs[name] = texts
     cfg = LikelihoodConfig(
         first_k_tokens=opts.pop("first_k"),

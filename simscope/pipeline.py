@@ -32,7 +32,7 @@ from simscope.engine.semantic import build_semantic_index as build_sharded_seman
 from simscope.errors import SimscopeError
 from simscope.lexical.index import LexicalConfig
 from simscope.lexical.scorer import minhash_scales
-from simscope.overlap.profile import ProfileConfig, Topics, build_profile
+from simscope.overlap.profile import ProfileConfig, build_profile
 from simscope.preferences import load_preferences
 from simscope.probe.corpus import read_probe_corpus
 from simscope.probe.generate import GenerationConfig, generate_corpus
@@ -53,7 +53,7 @@ from simscope.select import (
 from simscope.semantic.config import SemanticConfig
 from simscope.semantic.index import build_semantic_index, choose_chunk_words, chunk_document
 from simscope.semantic.scorer import embed_texts, semantic_estimators_with_scores
-from simscope.semantic.topics import fit_topics, topic_mass
+from simscope.semantic.topics import Topics, fit_topics, topic_mass
 from simscope.stats import DEFAULT_N_BOOT, ScopeEstimator
 from simscope.storage import atomic_dir, atomic_file, hash_file, hash_texts, slug, write_parquet
 
@@ -244,17 +244,14 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
     clock.lap("probe corpora")
     topics = None
     if cfg.stages.topics:
-        fitted = fit_topics(
+        topics = fit_topics(
             prefs.get_column("prompt").to_list(),
             cfg.semantic,
             seed=cfg.seed,
             cache_root=cfg.indexes_dir,
             progress=progress,
         )
-        topics = Topics(fitted.labels, fitted.names)
         clock.lap("topics")
-    else:
-        fitted = None
     if cfg.execution is not None:
         _build_indexes_on_engine(cfg, cfg.execution, prefs, corpora, rebuild, progress)
         clock.lap(f"indexes on the {cfg.execution.kind} engine")
@@ -279,8 +276,8 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
     )
     clock.lap("lexical and semantic profile")
     profiles = [result.profile]
-    if fitted is not None and cfg.stages.semantic:
-        profiles.append(semantic.topic_mass_rows(fitted))
+    if topics is not None and cfg.stages.semantic:
+        profiles.append(semantic.topic_mass_rows(topics))
     if cfg.stages.likelihood:
         for c in cfg.candidates:
             if c.model is not None:
@@ -405,7 +402,7 @@ def _probe_corpus(c: CandidateSection, cfg: RunConfig, progress: bool) -> pl.Dat
     if c.corpus is not None:
         return import_corpus(
             c.corpus, model=c.name, text_field=c.text_field, n_docs=c.n_docs, seed=cfg.seed
-        )
+        ).corpus
     assert c.model is not None
     gen = replace(cfg.generation, seed=cfg.seed, n_docs=c.n_docs or cfg.generation.n_docs)
     # A generated corpus is cached under indexes/ by everything that decides its content.
@@ -532,7 +529,7 @@ class _SemanticScorer:
         self.texts[slice_] = texts
         return estimators
 
-    def topic_mass_rows(self, topics: Any) -> pl.DataFrame:
+    def topic_mass_rows(self, topics: Topics) -> pl.DataFrame:
         """``semantic.topic_mass_ratio`` per model and topic, under the prompt slice (topics
         are clusters of prompts); a single number per topic, so no interval."""
         frames = []

@@ -9,10 +9,13 @@ topic is just a scope.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from simscope.errors import SimscopeError
 
 Statistic = Callable[[np.ndarray], float]
 """Maps a weight vector over all texts of a slice to one number."""
@@ -117,3 +120,53 @@ def bootstrapped(
         )
 
     return estimate
+
+
+Scope = tuple[str | None, np.ndarray]
+"""A Profile row's ``topic`` (None: the whole slice) and the mask of its texts."""
+
+
+def topic_scopes(
+    n: int, labels: np.ndarray | None = None, names: Sequence[str] | None = None
+) -> list[Scope]:
+    """The whole set of ``n`` texts, then one scope per topic: ``labels`` holds a topic index
+    per text (-1 = none), ``names`` the topics' names."""
+    scopes: list[Scope] = [(None, np.ones(n, dtype=bool))]
+    if labels is None:
+        return scopes
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise SimscopeError(
+            f"topics: expected one label per preference pair ({n}), found {labels.size}"
+        )
+    names = list(names) if names is not None else []
+    top = int(labels.max(initial=-1))
+    if top >= len(names):
+        raise SimscopeError(
+            f"topics: label {top} has no name; expected {top + 1} topic names, found {len(names)}"
+        )
+    return scopes + [(name, labels == k) for k, name in enumerate(names)]
+
+
+def scope_rows(
+    model: str, slice_: str, estimators: Mapping[str, ScopeEstimator], scopes: Sequence[Scope]
+) -> list[dict[str, Any]]:
+    """Profile rows (``records.PROFILE_SCHEMA``): each metric over each non-empty scope."""
+    rows = []
+    for metric, estimate in sorted(estimators.items()):
+        for topic, mask in scopes:
+            if not mask.any():
+                continue
+            est = estimate(mask)
+            rows.append(
+                {
+                    "model": model,
+                    "slice": slice_,
+                    "topic": topic,
+                    "metric": metric,
+                    "value": est.value,
+                    "ci_low": est.ci_low,
+                    "ci_high": est.ci_high,
+                }
+            )
+    return rows

@@ -27,7 +27,7 @@ from simscope.errors import SimscopeError
 from simscope.metrics import spec
 from simscope.probe.corpus import read_probe_corpus, read_probe_metadata, write_probe_corpus
 from simscope.probe.generate import GenerationConfig, generate_corpus
-from simscope.probe.importer import import_corpus, load_corpus
+from simscope.probe.importer import import_corpus
 from simscope.probe.likelihood import (
     LikelihoodConfig,
     js_distance,
@@ -481,7 +481,7 @@ def test_import_txt_paragraphs_and_directory(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text(
         "First doc\nstill first.\n\n\nSecond doc.\n\nFirst doc\nstill first.\n"
     )
-    df = import_corpus(tmp_path / "a.txt", model="m")
+    df = import_corpus(tmp_path / "a.txt", model="m").corpus
     assert df.schema == PROBE_SCHEMA
     assert df.to_dicts() == [
         {
@@ -492,7 +492,7 @@ def test_import_txt_paragraphs_and_directory(tmp_path: Path) -> None:
         },
         {"model": "m", "doc_id": "a.txt:5", "text": "Second doc.", "origin": "imported"},
     ]
-    lines = import_corpus(tmp_path / "a.txt", model="m", txt_unit="line", dedupe=False)
+    lines = import_corpus(tmp_path / "a.txt", model="m", txt_unit="line", dedupe=False).corpus
     assert lines["text"].to_list() == [
         "First doc",
         "still first.",
@@ -506,7 +506,7 @@ def test_import_txt_paragraphs_and_directory(tmp_path: Path) -> None:
     with gzip.open(docs / "sub" / "c.txt.gz", "wt") as f:
         f.write("sea\n\nstill sea")
     (docs / "ignored.md").write_text("not a txt")
-    d = import_corpus(docs, model="m")
+    d = import_corpus(docs, model="m").corpus
     assert d.select("doc_id", "text").rows() == [
         ("b.txt", "bee"),
         ("sub/c.txt.gz", "sea\n\nstill sea"),
@@ -517,17 +517,17 @@ def test_import_filters_dedupes_and_samples(tmp_path: Path, shakespeare_text: st
     path = tmp_path / "s.txt.gz"
     with gzip.open(path, "wt", encoding="utf-8") as f:
         f.write(shakespeare_text)
-    full = load_corpus(path, model="books")
+    full = import_corpus(path, model="books")
     assert full.stats.n_duplicates > 0
     assert full.corpus["text"].is_unique().all()
     assert full.stats.n_kept == full.corpus.height
-    filtered = load_corpus(path, model="books", min_chars=50, max_chars=400)
+    filtered = import_corpus(path, model="books", min_chars=50, max_chars=400)
     lengths = filtered.corpus["text"].str.len_chars()
     assert lengths.to_list() and all(50 <= n <= 400 for n in lengths.to_list())
     assert filtered.stats.n_too_short > 0 and filtered.stats.n_too_long > 0
-    a = import_corpus(path, model="books", n_docs=100, seed=3)
-    b = import_corpus(path, model="books", n_docs=100, seed=3)
-    c = import_corpus(path, model="books", n_docs=100, seed=4)
+    a = import_corpus(path, model="books", n_docs=100, seed=3).corpus
+    b = import_corpus(path, model="books", n_docs=100, seed=3).corpus
+    c = import_corpus(path, model="books", n_docs=100, seed=4).corpus
     assert a.equals(b) and not a.equals(c) and a.height == 100
     # A sample keeps input order and is a subset of the full corpus.
     position = {d: i for i, d in enumerate(full.corpus["doc_id"])}
@@ -549,9 +549,9 @@ def test_probe_corpus_round_trip(tmp_path: Path) -> None:
     write_probe_corpus(df, path, {"seed": 3, "prefixes": ["", "A"]})
     assert read_probe_corpus(path).equals(df)
     assert read_probe_metadata(path)["prefixes"] == ["", "A"]
-    again = import_corpus(path)  # model and origin kept from the ProbeCorpus
+    again = import_corpus(path).corpus  # model and origin kept from the ProbeCorpus
     assert again.equals(df)
-    renamed = import_corpus(path, model="other", n_docs=1, seed=0)
+    renamed = import_corpus(path, model="other", n_docs=1, seed=0).corpus
     assert renamed["model"].to_list() == ["other"] and renamed.height == 1
 
 
@@ -606,14 +606,14 @@ def test_import_records_with_a_text_field(tmp_path: Path) -> None:
         f.write(json.dumps({"body": "one", "id": 1}) + "\n")
         f.write(json.dumps({"body": "two"}) + "\n")
         f.write(json.dumps({"body": "one"}) + "\n")
-    df = import_corpus(path, model="m", text_field="body")
+    df = import_corpus(path, model="m", text_field="body").corpus
     assert df.select("doc_id", "text").rows() == [("c.jsonl.gz:1", "one"), ("c.jsonl.gz:2", "two")]
     csv = tmp_path / "c.csv"
     pl.DataFrame({"text": ["x", "y"]}).write_csv(csv)
-    assert import_corpus(csv, model="m")["text"].to_list() == ["x", "y"]
+    assert import_corpus(csv, model="m").corpus["text"].to_list() == ["x", "y"]
     pq = tmp_path / "plain.parquet"
     pl.DataFrame({"content": ["p", "q"]}).write_parquet(pq)
-    assert import_corpus(pq, model="m", text_field="content")["text"].to_list() == ["p", "q"]
+    assert import_corpus(pq, model="m", text_field="content").corpus["text"].to_list() == ["p", "q"]
 
 
 def test_import_bad_records_are_located(tmp_path: Path) -> None:
@@ -633,7 +633,7 @@ def test_import_bad_records_are_located(tmp_path: Path) -> None:
         f"{missing}:item 2: field 'text': expected a string, found no such field (fields: "
         "['body']); choose the text field with --text-field, or skip bad records with --skip-bad"
     )
-    result = load_corpus(path, model="m", skip_bad=True)
+    result = import_corpus(path, model="m", skip_bad=True)
     assert result.stats.n_bad == 2 and result.corpus["text"].to_list() == ["ok", "fine"]
 
 

@@ -465,7 +465,6 @@ def test_profile_rows_through_the_overlap_hook(
     hh_records: list[dict[str, str]], hh_replies: list[str], sem_root: Path
 ) -> None:
     from simscope.overlap.profile import ProfileConfig, build_profile
-    from simscope.overlap.profile import Topics as ProfileTopics
     from simscope.semantic import semantic_scorer
 
     records = [r for r in hh_records if len(r["chosen"].split()) <= 80][:60]
@@ -488,7 +487,7 @@ def test_profile_rows_through_the_overlap_hook(
             corpora,
             sem_root,
             cfg,
-            topics=ProfileTopics(topics.labels, topics.names),
+            topics=topics,
             extra_scorers={
                 "semantic": semantic_scorer(sem_root, CFG, seed=3, n_boot=20, progress=False)
             },

@@ -9,10 +9,10 @@ not any metric.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -26,7 +26,7 @@ from simscope.lexical.index import (
 )
 from simscope.lexical.scorer import LexicalTextScores, lexical_estimators
 from simscope.records import PREFERENCE_SCHEMA, PROFILE_SCHEMA, SLICES, check_frame
-from simscope.stats import DEFAULT_N_BOOT, ScopeEstimator
+from simscope.stats import DEFAULT_N_BOOT, ScopeEstimator, scope_rows, topic_scopes
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +51,15 @@ class ProfileConfig:
             raise SimscopeError(f"profile.n_boot: expected >= 0, found {self.n_boot}")
 
 
-@dataclass(frozen=True)
-class Topics:
-    """One topic label per preference pair (-1 = none) and the topics' names."""
+class Topics(Protocol):
+    """What the profile needs of topics (:class:`simscope.semantic.topics.Topics` is one):
+    a topic index per preference pair (-1 = none) and the topics' names."""
 
-    labels: np.ndarray
-    names: list[str]
+    @property
+    def labels(self) -> np.ndarray: ...
+
+    @property
+    def names(self) -> Sequence[str]: ...
 
 
 @dataclass
@@ -86,14 +89,10 @@ def build_profile(
         raise SimscopeError("PreferenceSet is empty; nothing to profile")
     if not corpora:
         raise SimscopeError("no probe corpora given; name at least one candidate model")
-    if topics is not None and topics.labels.size != prefs.height:
-        raise SimscopeError(
-            f"topics: {topics.labels.size} labels for {prefs.height} preference pairs"
-        )
     slice_texts = {s: prefs.get_column(s).to_list() for s in cfg.slices}
-    scopes: list[tuple[str | None, np.ndarray]] = [(None, np.ones(prefs.height, dtype=bool))]
-    if topics is not None:
-        scopes += [(name, topics.labels == k) for k, name in enumerate(topics.names)]
+    scopes = topic_scopes(
+        prefs.height, topics.labels if topics else None, topics.names if topics else None
+    )
 
     rows: list[dict[str, Any]] = []
     lexical_scores: dict[tuple[str, str], LexicalTextScores] = {}
@@ -132,22 +131,7 @@ def build_profile(
             all_estimators = dict(estimators)
             for scorer in (extra_scorers or {}).values():
                 all_estimators.update(scorer(model, corpus, s, slice_texts[s]))
-            for metric, estimate_fn in sorted(all_estimators.items()):
-                for topic, mask in scopes:
-                    if not mask.any():
-                        continue
-                    est = estimate_fn(mask)
-                    rows.append(
-                        {
-                            "model": model,
-                            "slice": s,
-                            "topic": topic,
-                            "metric": metric,
-                            "value": est.value,
-                            "ci_low": est.ci_low,
-                            "ci_high": est.ci_high,
-                        }
-                    )
+            rows += scope_rows(model, s, all_estimators, scopes)
         for index in sorted(minhash_indexes.values(), key=lambda i: i.chunk_words):
             index_paths[model].append(index.path)
             manifests[model].append(index.manifest)

@@ -10,7 +10,7 @@ transformers are imported only when a model is loaded or trained.
 
 from simscope.probe.corpus import read_probe_corpus, read_probe_metadata, write_probe_corpus
 from simscope.probe.generate import GenerationConfig, generate_corpus
-from simscope.probe.importer import ImportStats, import_corpus, load_corpus
+from simscope.probe.importer import ImportStats, import_corpus
 from simscope.probe.likelihood import (
     LikelihoodConfig,
     likelihood_scorer,
@@ -32,7 +32,6 @@ __all__ = [
     "generate_corpus",
     "import_corpus",
     "likelihood_scorer",
-    "load_corpus",
     "load_model",
     "presence_distances",
     "read_probe_corpus",

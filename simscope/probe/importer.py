@@ -87,43 +87,14 @@ def import_corpus(
     max_chars: int | None = None,
     dedupe: bool = True,
     skip_bad: bool = False,
-) -> pl.DataFrame:
-    """Read ``path`` into a ProbeCorpus frame (``origin`` "imported"); see the module doc.
+) -> ImportedCorpus:
+    """Read ``path`` into a ProbeCorpus frame (``origin`` "imported"; see the module doc),
+    with the counts and the metadata to store with it.
 
     ``model`` names the corpus's model; it may be left out for a ProbeCorpus parquet (its
     own ``model`` column is kept). ``skip_bad`` skips records without a string text (counted
     and logged) instead of raising.
     """
-    return load_corpus(
-        path,
-        model=model,
-        text_field=text_field,
-        format=format,
-        txt_unit=txt_unit,
-        n_docs=n_docs,
-        seed=seed,
-        min_chars=min_chars,
-        max_chars=max_chars,
-        dedupe=dedupe,
-        skip_bad=skip_bad,
-    ).corpus
-
-
-def load_corpus(
-    path: Path,
-    *,
-    model: str | None = None,
-    text_field: str = "text",
-    format: str | None = None,
-    txt_unit: TxtUnit = "auto",
-    n_docs: int | None = None,
-    seed: int = 0,
-    min_chars: int = 1,
-    max_chars: int | None = None,
-    dedupe: bool = True,
-    skip_bad: bool = False,
-) -> ImportedCorpus:
-    """:func:`import_corpus` with the counts and the metadata to store with the corpus."""
     path = Path(path)
     if not path.exists():
         raise SimscopeError(f"{path}: no such file or directory; expected a corpus to import")

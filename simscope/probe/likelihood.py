@@ -36,7 +36,14 @@ from tqdm import tqdm
 from simscope.errors import SimscopeError
 from simscope.probe.model import LoadedModel
 from simscope.records import PREFERENCE_SCHEMA, PROFILE_SCHEMA, SLICES, check_frame
-from simscope.stats import DEFAULT_N_BOOT, ScopeEstimator, bootstrapped, mean_statistic
+from simscope.stats import (
+    DEFAULT_N_BOOT,
+    ScopeEstimator,
+    bootstrapped,
+    mean_statistic,
+    scope_rows,
+    topic_scopes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -310,27 +317,6 @@ def likelihood_scorer(
     return scorer
 
 
-def _scopes(
-    n: int, topic_labels: np.ndarray | None, topic_names: Sequence[str] | None
-) -> list[tuple[str | None, np.ndarray]]:
-    scopes: list[tuple[str | None, np.ndarray]] = [(None, np.ones(n, dtype=bool))]
-    if topic_labels is None:
-        return scopes
-    labels = np.asarray(topic_labels)
-    if labels.shape != (n,):
-        raise SimscopeError(
-            f"topics: expected one label per preference pair ({n}), found {labels.size}"
-        )
-    names = list(topic_names) if topic_names is not None else []
-    top = int(labels.max(initial=-1))
-    if top >= len(names):
-        raise SimscopeError(
-            f"topics: label {top} has no name; expected {top + 1} topic names, found {len(names)}"
-        )
-    scopes += [(name, labels == k) for k, name in enumerate(names)]
-    return scopes
-
-
 def score_preferences(
     lm: LoadedModel,
     prefs: pl.DataFrame,
@@ -356,7 +342,7 @@ def score_preferences(
         raise SimscopeError(f"slices: expected a subset of {list(SLICES)}, found {bad}")
     if prefs.height == 0:
         raise SimscopeError("PreferenceSet is empty; nothing to score")
-    scopes = _scopes(prefs.height, topic_labels, topic_names)
+    scopes = topic_scopes(prefs.height, topic_labels, topic_names)
     texts: dict[str, TextScores] = {}
     estimators: dict[str, dict[str, ScopeEstimator]] = {}
     for s in slices:
@@ -377,22 +363,7 @@ def score_preferences(
         estimators.setdefault("chosen", {}).update(pair_estimators(pairs, n_boot=n_boot, seed=seed))
     rows: list[dict[str, Any]] = []
     for s, by_metric in estimators.items():
-        for metric, estimate in sorted(by_metric.items()):
-            for topic, mask in scopes:
-                if not mask.any():
-                    continue
-                est = estimate(mask)
-                rows.append(
-                    {
-                        "model": lm.name,
-                        "slice": s,
-                        "topic": topic,
-                        "metric": metric,
-                        "value": est.value,
-                        "ci_low": est.ci_low,
-                        "ci_high": est.ci_high,
-                    }
-                )
+        rows += scope_rows(lm.name, s, by_metric, scopes)
     profile = pl.DataFrame(rows, schema=PROFILE_SCHEMA).sort(
         ["model", "slice", "metric", "topic"], nulls_last=False
     )
