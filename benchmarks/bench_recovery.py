@@ -58,7 +58,7 @@ from simscope.metrics import spec
 from simscope.overlap.profile import ProfileConfig, build_profile
 from simscope.preferences import load_preferences
 from simscope.records import PROBE_SCHEMA, SLICES
-from simscope.semantic import SemanticConfig, semantic_scorer
+from simscope.semantic import SemanticConfig, SemanticScorer
 
 SHARES = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 HEADLINE = (
@@ -124,7 +124,7 @@ def profile_corpora(
 ) -> pl.DataFrame:
     """Whole-slice Profile rows of every corpus: lexical + semantic, as ``simscope run``."""
     index_root = work / "indexes"
-    semantic = semantic_scorer(
+    semantic = SemanticScorer(
         index_root, SemanticConfig(), seed=cfg.seed, n_boot=cfg.n_boot, progress=progress
     )
     result = build_profile(

@@ -51,10 +51,10 @@ from simscope.select import (
     write_selection,
 )
 from simscope.semantic.config import SemanticConfig
-from simscope.semantic.index import build_semantic_index, choose_chunk_words, chunk_document
-from simscope.semantic.scorer import embed_texts, semantic_estimators_with_scores
+from simscope.semantic.index import choose_chunk_words, chunk_document
+from simscope.semantic.scorer import SemanticScorer, embed_texts
 from simscope.semantic.topics import Topics, fit_topics, topic_mass
-from simscope.stats import DEFAULT_N_BOOT, ScopeEstimator
+from simscope.stats import DEFAULT_N_BOOT
 from simscope.storage import atomic_dir, atomic_file, hash_file, hash_texts, slug, write_parquet
 
 logger = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ class _Profiled:
     corpora: dict[str, pl.DataFrame]
     profile: pl.DataFrame
     manifests: dict[str, list[dict[str, Any]]]
-    semantic: _SemanticScorer
+    semantic: SemanticScorer
 
 
 def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
@@ -257,7 +257,14 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
         clock.lap(f"indexes on the {cfg.execution.kind} engine")
     # Indexes just built on an engine are loaded, not built again.
     rebuild_indexes = rebuild and cfg.execution is None
-    semantic = _SemanticScorer(cfg, rebuild=rebuild_indexes, progress=progress)
+    semantic = SemanticScorer(
+        cfg.indexes_dir,
+        cfg.semantic,
+        seed=cfg.seed,
+        n_boot=cfg.n_boot,
+        rebuild=rebuild_indexes,
+        progress=progress,
+    )
     profile_cfg = ProfileConfig(
         n_boot=cfg.n_boot,
         seed=cfg.seed,
@@ -277,7 +284,7 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
     clock.lap("lexical and semantic profile")
     profiles = [result.profile]
     if topics is not None and cfg.stages.semantic:
-        profiles.append(semantic.topic_mass_rows(topics))
+        profiles.append(_topic_mass_rows(semantic, topics))
     if cfg.stages.likelihood:
         for c in cfg.candidates:
             if c.model is not None:
@@ -372,8 +379,8 @@ def run(cfg: RunConfig, *, rebuild: bool = False, progress: bool = True) -> RunR
         selection, cv_summary = chosen.selection, chosen.cv_summary
         verdict = str(cv_summary.get("verdict", "")) or None
 
-    examples = semantic.examples(prefs, corpora) if cfg.stages.semantic else []
-    embedding_map = semantic.embedding_map(prefs) if cfg.stages.semantic else None
+    examples = _examples(semantic, corpora) if cfg.stages.semantic else []
+    embedding_map = _embedding_map(semantic) if cfg.stages.semantic else None
     with atomic_file(out / REPORT_FILES["examples"]) as tmp:
         tmp.write_text(json.dumps(examples, indent=1, ensure_ascii=False))
     if embedding_map is not None:
@@ -491,112 +498,79 @@ def _build_indexes_on_engine(
         engine.close()
 
 
-# ---- semantic scorer with evidence --------------------------------------------------------------
+# ---- the semantic evidence for the report -------------------------------------------------
 
 
-class _SemanticScorer:
-    """The overlap stage's hook into the semantic stage; keeps per-text evidence for the report."""
-
-    def __init__(self, cfg: RunConfig, *, rebuild: bool, progress: bool) -> None:
-        self.cfg = cfg
-        self.rebuild = rebuild
-        self.progress = progress
-        self.indexes: dict[tuple[str, str], Any] = {}
-        self.scores: dict[tuple[str, str], Any] = {}
-        self.texts: dict[str, list[str]] = {}
-
-    def __call__(
-        self, model: str, corpus: pl.DataFrame, slice_: str, texts: list[str]
-    ) -> Mapping[str, ScopeEstimator]:
-        index = build_semantic_index(
-            corpus,
-            self.cfg.indexes_dir,
-            self.cfg.semantic,
-            chunk_words=choose_chunk_words(texts),
-            rebuild=self.rebuild,
-            progress=self.progress,
-        )
-        estimators, scores = semantic_estimators_with_scores(
-            index,
-            texts,
-            self.cfg.semantic,
-            seed=self.cfg.seed,
-            n_boot=self.cfg.n_boot,
-            progress=self.progress,
-        )
-        self.indexes[(model, slice_)] = index
-        self.scores[(model, slice_)] = scores
-        self.texts[slice_] = texts
-        return estimators
-
-    def topic_mass_rows(self, topics: Topics) -> pl.DataFrame:
-        """``semantic.topic_mass_ratio`` per model and topic, under the prompt slice (topics
-        are clusters of prompts); a single number per topic, so no interval."""
-        frames = []
-        for (model, slice_), index in sorted(self.indexes.items()):
-            if slice_ != "prompt":
-                continue
-            mass = topic_mass(index, topics)
-            frames.append(
-                mass.select(
-                    pl.lit(model).alias("model"),
-                    pl.lit("prompt").alias("slice"),
-                    pl.col("topic"),
-                    pl.lit("semantic.topic_mass_ratio").alias("metric"),
-                    pl.col("mass_ratio").alias("value"),
-                    pl.lit(None, dtype=pl.Float64).alias("ci_low"),
-                    pl.lit(None, dtype=pl.Float64).alias("ci_high"),
-                )
+def _topic_mass_rows(semantic: SemanticScorer, topics: Topics) -> pl.DataFrame:
+    """``semantic.topic_mass_ratio`` per model and topic, under the prompt slice (topics are
+    clusters of prompts); a single number per topic, so no interval."""
+    frames = []
+    for (model, slice_), index in sorted(semantic.indexes.items()):
+        if slice_ != "prompt":
+            continue
+        mass = topic_mass(index, topics)
+        frames.append(
+            mass.select(
+                pl.lit(model).alias("model"),
+                pl.lit("prompt").alias("slice"),
+                pl.col("topic"),
+                pl.lit("semantic.topic_mass_ratio").alias("metric"),
+                pl.col("mass_ratio").alias("value"),
+                pl.lit(None, dtype=pl.Float64).alias("ci_low"),
+                pl.lit(None, dtype=pl.Float64).alias("ci_high"),
             )
-        return pl.concat(frames) if frames else pl.DataFrame(schema=PROFILE_SCHEMA)
-
-    def examples(
-        self, prefs: pl.DataFrame, corpora: Mapping[str, pl.DataFrame]
-    ) -> list[dict[str, str]]:
-        """Per model: the chosen response closest to its corpus, beside that corpus chunk."""
-        out = []
-        for (model, slice_), scores in sorted(self.scores.items()):
-            if slice_ != "chosen":
-                continue
-            index = self.indexes[(model, slice_)]
-            docs = corpora[model].sort("doc_id").get_column("text").to_list()
-            for i in np.argsort(-scores.nn_cosine, kind="stable")[:2].tolist():
-                chunk = int(scores.nn_chunk[i])
-                doc = int(index.chunk_doc[chunk])
-                first = int(np.searchsorted(index.chunk_doc, doc))
-                pieces = chunk_document(docs[doc], index.chunk_words)
-                out.append(
-                    {
-                        "model": model,
-                        "slice": slice_,
-                        "preference_text": self.texts[slice_][i],
-                        "probe_text": pieces[min(chunk - first, len(pieces) - 1)],
-                        "score_label": f"cosine {scores.nn_cosine[i]:.3f}",
-                    }
-                )
-        return out
-
-    def embedding_map(self, prefs: pl.DataFrame) -> pl.DataFrame | None:
-        """A 2-D PCA map of the chosen responses and each model's corpus chunks."""
-        keys = sorted(k for k in self.indexes if k[1] == "chosen")
-        if not keys:
-            return None
-        queries = embed_texts(
-            self.indexes[keys[0]], self.texts["chosen"], self.cfg.semantic, progress=False
         )
-        blocks = [(queries, "preference", "preference data")]
-        rng = np.random.default_rng(self.cfg.seed)
-        for model, _ in keys:
-            v = self.indexes[(model, "chosen")].vectors
-            take = rng.choice(v.shape[0], size=min(v.shape[0], 500), replace=False)
-            blocks.append((v[np.sort(take)], "probe", model))
-        x = np.concatenate([b[0] for b in blocks]).astype(np.float64)
-        x -= x.mean(axis=0)
-        _, _, vt = np.linalg.svd(x, full_matrices=False)
-        xy = x @ vt[:2].T
-        kinds = np.concatenate([[b[1]] * b[0].shape[0] for b in blocks])
-        models = np.concatenate([[b[2]] * b[0].shape[0] for b in blocks])
-        return pl.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "kind": kinds, "model": models})
+    return pl.concat(frames) if frames else pl.DataFrame(schema=PROFILE_SCHEMA)
+
+
+def _examples(
+    semantic: SemanticScorer, corpora: Mapping[str, pl.DataFrame]
+) -> list[dict[str, str]]:
+    """Per model: the chosen responses closest to its corpus, beside that corpus chunk."""
+    out = []
+    for (model, slice_), scores in sorted(semantic.scores.items()):
+        if slice_ != "chosen":
+            continue
+        index = semantic.indexes[(model, slice_)]
+        docs = corpora[model].sort("doc_id").get_column("text").to_list()
+        for i in np.argsort(-scores.nn_cosine, kind="stable")[:2].tolist():
+            chunk = int(scores.nn_chunk[i])
+            doc = int(index.chunk_doc[chunk])
+            first = int(np.searchsorted(index.chunk_doc, doc))
+            pieces = chunk_document(docs[doc], index.chunk_words)
+            out.append(
+                {
+                    "model": model,
+                    "slice": slice_,
+                    "preference_text": semantic.texts[slice_][i],
+                    "probe_text": pieces[min(chunk - first, len(pieces) - 1)],
+                    "score_label": f"cosine {scores.nn_cosine[i]:.3f}",
+                }
+            )
+    return out
+
+
+def _embedding_map(semantic: SemanticScorer) -> pl.DataFrame | None:
+    """A 2-D PCA map of the chosen responses and each model's corpus chunks."""
+    keys = sorted(k for k in semantic.indexes if k[1] == "chosen")
+    if not keys:
+        return None
+    queries = embed_texts(
+        semantic.indexes[keys[0]], semantic.texts["chosen"], semantic.cfg, progress=False
+    )
+    blocks = [(queries, "preference", "preference data")]
+    rng = np.random.default_rng(semantic.seed)
+    for model, _ in keys:
+        v = semantic.indexes[(model, "chosen")].vectors
+        take = rng.choice(v.shape[0], size=min(v.shape[0], 500), replace=False)
+        blocks.append((v[np.sort(take)], "probe", model))
+    x = np.concatenate([b[0] for b in blocks]).astype(np.float64)
+    x -= x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    xy = x @ vt[:2].T
+    kinds = np.concatenate([[b[1]] * b[0].shape[0] for b in blocks])
+    models = np.concatenate([[b[2]] * b[0].shape[0] for b in blocks])
+    return pl.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "kind": kinds, "model": models})
 
 
 def _provenance(

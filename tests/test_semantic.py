@@ -465,7 +465,7 @@ def test_profile_rows_through_the_overlap_hook(
     hh_records: list[dict[str, str]], hh_replies: list[str], sem_root: Path
 ) -> None:
     from simscope.overlap.profile import ProfileConfig, build_profile
-    from simscope.semantic import semantic_scorer
+    from simscope.semantic import SemanticScorer
 
     records = [r for r in hh_records if len(r["chosen"].split()) <= 80][:60]
     prefs = pl.DataFrame(
@@ -489,7 +489,7 @@ def test_profile_rows_through_the_overlap_hook(
             cfg,
             topics=topics,
             extra_scorers={
-                "semantic": semantic_scorer(sem_root, CFG, seed=3, n_boot=20, progress=False)
+                "semantic": SemanticScorer(sem_root, CFG, seed=3, n_boot=20, progress=False)
             },
             progress=False,
         ).profile

@@ -10,11 +10,11 @@ from simscope.semantic.index import (
     chunk_document,
 )
 from simscope.semantic.scorer import (
+    SemanticScorer,
     SemanticTextScores,
     metric_names,
     semantic_estimators,
     semantic_estimators_with_scores,
-    semantic_scorer,
 )
 from simscope.semantic.topics import Topics, assign_topics, fit_topics, topic_mass
 
@@ -22,6 +22,7 @@ __all__ = [
     "Embedder",
     "SemanticConfig",
     "SemanticIndex",
+    "SemanticScorer",
     "SemanticTextScores",
     "Topics",
     "assign_topics",
@@ -33,6 +34,5 @@ __all__ = [
     "metric_names",
     "semantic_estimators",
     "semantic_estimators_with_scores",
-    "semantic_scorer",
     "topic_mass",
 ]

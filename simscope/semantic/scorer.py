@@ -314,39 +314,57 @@ def _subsample(x: np.ndarray, idx: np.ndarray, cap: int, rng: np.random.Generato
     return x[idx]
 
 
-def semantic_scorer(
-    index_root: Path,
-    cfg: SemanticConfig,
-    *,
-    seed: int,
-    n_boot: int | None = None,
-    rebuild: bool = False,
-    progress: bool = True,
-) -> Callable[[str, pl.DataFrame, str, list[str]], Mapping[str, ScopeEstimator]]:
-    """A ``(model, corpus, slice, texts) -> estimators`` scorer for the overlap stage.
+class SemanticScorer:
+    """The semantic stage's scorer for the overlap stage: ``(model, corpus, slice, texts) ->
+    estimators``, keeping what it computed as evidence for the report.
 
     Per slice, the corpus is chunked at the slice's length scale (:func:`choose_chunk_words`),
     so a model gets one index per distinct chunk length; each is built or loaded once.
+    ``indexes`` and ``scores`` hold, per (model, slice), the index scored against and the
+    per-text scores; ``texts`` the texts of each slice.
     """
-    built: dict[tuple[str, int], SemanticIndex] = {}
 
-    def score(
-        model: str, corpus: pl.DataFrame, slice_name: str, texts: list[str]
+    def __init__(
+        self,
+        index_root: Path,
+        cfg: SemanticConfig,
+        *,
+        seed: int,
+        n_boot: int | None = None,
+        rebuild: bool = False,
+        progress: bool = True,
+    ) -> None:
+        self.index_root, self.cfg, self.seed, self.n_boot = Path(index_root), cfg, seed, n_boot
+        self.rebuild, self.progress = rebuild, progress
+        self.built: dict[tuple[str, int], SemanticIndex] = {}
+        self.indexes: dict[tuple[str, str], SemanticIndex] = {}
+        self.scores: dict[tuple[str, str], SemanticTextScores] = {}
+        self.texts: dict[str, list[str]] = {}
+
+    def __call__(
+        self, model: str, corpus: pl.DataFrame, slice_name: str, texts: list[str]
     ) -> Mapping[str, ScopeEstimator]:
         words = choose_chunk_words(texts)
         key = (model, words)
-        if key not in built:
-            built[key] = build_semantic_index(
+        if key not in self.built:
+            self.built[key] = build_semantic_index(
                 corpus,
-                index_root,
-                cfg,
+                self.index_root,
+                self.cfg,
                 chunk_words=words,
-                rebuild=rebuild,
-                progress=progress,
+                rebuild=self.rebuild,
+                progress=self.progress,
             )
         logger.info("semantic %s/%s: corpus chunks of ~%d words", model, slice_name, words)
-        return semantic_estimators(
-            built[key], texts, cfg, seed=seed, n_boot=n_boot, progress=progress
+        estimators, scores = semantic_estimators_with_scores(
+            self.built[key],
+            texts,
+            self.cfg,
+            seed=self.seed,
+            n_boot=self.n_boot,
+            progress=self.progress,
         )
-
-    return score
+        self.indexes[(model, slice_name)] = self.built[key]
+        self.scores[(model, slice_name)] = scores
+        self.texts[slice_name] = texts
+        return estimators
