@@ -1,5 +1,5 @@
-"""Scale-out: building a corpus's lexical indexes at 10k -> 100k -> 1M documents, in memory vs
-the local engine vs Ray with 1 and 2 workers.
+"""Scale-out: building a corpus's lexical indexes at 10k -> 100k -> 1M documents (or its
+semantic index, ``--work semantic``), in memory vs the local engine vs Ray with 1 and 2 workers.
 
 Work measured, the same for every path: the n-gram index (8- and 13-gram sets, hashed
 features) and the MinHash index at one window scale (``--scale``, 64 words), of one corpus:
@@ -21,7 +21,15 @@ groups of 2,048; work units of ``--unit-docs`` 4,096) under ``--workdir``. ``CPU
 the CPU time of the whole process tree per document, start included: on a shared machine it
 is steadier than wall time (``load`` is the 1-minute load average during the run).
 
-Run: ``python benchmarks/bench_scale.py --sizes 10000 100000 1000000 --repeats 3``
+``--work semantic`` measures the semantic index instead (chunk embeddings with the default
+encoder, FAISS, k-NN radii; ``--scale`` is then the chunk length): ``memory`` is
+:func:`simscope.semantic.index.build_semantic_index`, the engine paths
+:func:`simscope.engine.semantic.build_semantic_index` (an actor pool, one encoder per worker);
+``same`` is then the worst cosine between a path's vectors and ``memory``'s (the chunks must
+be identical).
+
+Run: ``python benchmarks/bench_scale.py --sizes 10000 100000 1000000 --repeats 3`` and
+``python benchmarks/bench_scale.py --work semantic --sizes 2000 10000 --unit-docs 512``
 """
 
 from __future__ import annotations
@@ -99,9 +107,11 @@ def ensure_shards(workdir: Path, n_docs: int, seed: int) -> Path:
 
 
 def run_child(
-    path: str, shards_dir: Path, out_root: Path, scale: int, unit_docs: int
+    path: str, shards_dir: Path, out_root: Path, scale: int, unit_docs: int, work: str
 ) -> dict[str, Any]:
-    from simscope.engine import CorpusShards, EngineConfig, build_lexical_indexes, make_engine
+    if work == "semantic":
+        return run_semantic_child(path, shards_dir, out_root, scale, unit_docs)
+    from simscope.engine import CorpusShards, build_lexical_indexes
     from simscope.lexical.index import LexicalConfig, build_minhash_index, build_ngram_index
 
     cfg = LexicalConfig()
@@ -116,18 +126,7 @@ def run_child(
         dirs = [ngram.path, minhash.path]
         del corpus
     else:
-        if path == "local":
-            engine_cfg = EngineConfig(kind="local", unit_docs=unit_docs)
-        else:
-            engine_cfg = EngineConfig(
-                kind="ray", num_cpus=int(path.split("-")[1]), unit_docs=unit_docs
-            )
-        t0 = time.perf_counter()
-        engine = make_engine(engine_cfg)
-        # Ray's fixed cost: the cluster's start and the first Ray Data execution (workers
-        # start, import Ray Data), paid once per session whatever the corpus size.
-        engine.map_units(_noop, [0, 1], desc="warm-up", progress=False)
-        start_s = time.perf_counter() - t0
+        engine, start_s = _started_engine(path, unit_docs)
         t0 = time.perf_counter()
         built = build_lexical_indexes(
             CorpusShards.from_path(shards_dir),
@@ -161,6 +160,75 @@ def run_child(
         "start_s": start_s,
         "build_s": build_s,
         "digest": digest.hexdigest(),
+        "driver_peak_rss_mb": peak_rss,
+    }
+
+
+def _started_engine(path: str, unit_docs: int) -> tuple[Any, float]:
+    """The engine a path names, and its fixed cost: Ray's start and the first Ray Data
+    execution (workers start, import Ray Data), paid once per session whatever the size."""
+    from simscope.engine import EngineConfig, make_engine
+
+    if path == "local":
+        cfg = EngineConfig(kind="local", unit_docs=unit_docs)
+    else:
+        cfg = EngineConfig(kind="ray", num_cpus=int(path.split("-")[1]), unit_docs=unit_docs)
+    t0 = time.perf_counter()
+    engine = make_engine(cfg)
+    engine.map_units(_noop, [0, 1], desc="warm-up", progress=False)
+    return engine, time.perf_counter() - t0
+
+
+def run_semantic_child(
+    path: str, shards_dir: Path, out_root: Path, chunk_words: int, unit_docs: int
+) -> dict[str, Any]:
+    """The semantic index (chunk embeddings + FAISS + k-NN radii) instead of the lexical ones.
+
+    Every path starts with an empty embedding cache; the encoder's load (and, on Ray, each
+    actor's) is inside ``build s``. The vectors are saved beside the indexes' root so the
+    parent can compare them with ``memory``'s (cosine), since embeddings batched differently
+    agree within float tolerance, not bit for bit.
+    """
+    from simscope.engine import CorpusShards
+    from simscope.engine.semantic import build_semantic_index as build_sharded
+    from simscope.semantic.config import SemanticConfig
+    from simscope.semantic.index import build_semantic_index
+
+    cfg = SemanticConfig()
+    start_s = 0.0
+    if path == "memory":
+        t0 = time.perf_counter()
+        corpus = pl.read_parquet(sorted(shards_dir.glob("*.parquet")))
+        index = build_semantic_index(
+            corpus, out_root, cfg, chunk_words=chunk_words, rebuild=True, progress=False
+        )
+        build_s = time.perf_counter() - t0
+        del corpus
+    else:
+        engine, start_s = _started_engine(path, unit_docs)
+        t0 = time.perf_counter()
+        index = build_sharded(
+            CorpusShards.from_path(shards_dir),
+            out_root,
+            cfg,
+            engine,
+            chunk_words=chunk_words,
+            rebuild=True,
+            progress=False,
+        )
+        build_s = time.perf_counter() - t0
+        engine.close()
+    peak_rss = _self_peak_rss_mb()
+    vectors_file = out_root.parent / f"vectors-{path}-{os.getpid()}.npy"
+    np.save(vectors_file, np.asarray(index.vectors))
+    digest = xxhash.xxh3_128(np.ascontiguousarray(index.chunk_doc).tobytes())
+    return {
+        "rows": int(index.manifest["docs"]),
+        "windows": int(index.chunk_doc.size),
+        "start_s": start_s,
+        "build_s": build_s,
+        "digest": digest.hexdigest(),
+        "vectors": str(vectors_file),
         "driver_peak_rss_mb": peak_rss,
     }
 
@@ -260,13 +328,20 @@ def main() -> None:
         default=120.0,
         help="after a run longer than this, do not repeat it",
     )
+    parser.add_argument(
+        "--work",
+        choices=("lexical", "semantic"),
+        default="lexical",
+        help="lexical: n-gram + MinHash indexes; semantic: embeddings + FAISS "
+        "(--scale is then the chunk length in words)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("PATH", "SHARDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         path, shards = args.child
         out_root = args.workdir / f"indexes-{path}-{os.getpid()}"
         try:
-            result = run_child(path, Path(shards), out_root, args.scale, args.unit_docs)
+            result = run_child(path, Path(shards), out_root, args.scale, args.unit_docs, args.work)
         finally:
             import shutil
 
@@ -276,8 +351,13 @@ def main() -> None:
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     print(
-        f"# {os.cpu_count()} CPUs; n-grams (8, 13) + MinHash w{args.scale}; "
-        f"unit_docs={args.unit_docs}; median of up to {args.repeats}",
+        f"# {os.cpu_count()} CPUs; "
+        + (
+            f"n-grams (8, 13) + MinHash w{args.scale}; "
+            if args.work == "lexical"
+            else f"embeddings of w{args.scale} chunks + FAISS; "
+        )
+        + f"unit_docs={args.unit_docs}; median of up to {args.repeats}",
         file=sys.stderr,
     )
     header = (
@@ -305,6 +385,8 @@ def main() -> None:
                     str(args.scale),
                     "--unit-docs",
                     str(args.unit_docs),
+                    "--work",
+                    args.work,
                 ]
                 load0 = float(Path("/proc/loadavg").read_text().split()[0])
                 res, peak, cpu_s = run_measured(child_args)
@@ -327,12 +409,17 @@ def main() -> None:
                 )
             }
             med["digest"] = runs[0]["digest"]
+            med["vectors"] = runs[0].get("vectors")
             med["consistent"] = len({r["digest"] for r in runs}) == 1
             med["runs"] = len(runs)
             results[path] = med
         ref = results.get("memory", results.get("local"))
         for path, r in results.items():
             same = "yes" if r["consistent"] and ref and r["digest"] == ref["digest"] else "NO"
+            if same == "yes" and args.work == "semantic" and ref is not None:
+                # the same chunks; embeddings agree within float tolerance: the worst cosine
+                mine, theirs = np.load(r["vectors"]), np.load(ref["vectors"])
+                same = f"{float(np.min(np.sum(mine * theirs, axis=1))):.5f}"
             ratio = (
                 (results["memory"]["build_s"] / r["build_s"])
                 if "memory" in results
@@ -345,6 +432,8 @@ def main() -> None:
                 f"{r['load']:>4.1f} | {same:>4} | {r['runs']:>4} |",
                 flush=True,
             )
+        for vectors in args.workdir.glob("vectors-*.npy"):  # the semantic runs' outputs
+            vectors.unlink()
 
 
 if __name__ == "__main__":

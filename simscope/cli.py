@@ -18,6 +18,10 @@ from simscope.errors import SimscopeError
 # No hub access at run time: every model comes from disk or a package.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# simscope draws its own progress bars and logs; the libraries' notices and bars (weights
+# loading and writing, config defaults) say nothing to its user.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 class _Guarded(click.Group):
@@ -40,6 +44,11 @@ def cli(ctx: click.Context, quiet: bool, verbose: bool) -> None:
         level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
     ctx.obj = {"progress": not quiet}
+    if "transformers" in sys.modules and not verbose:  # imported before the variables above
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
 
 
 def progress_enabled(ctx: click.Context) -> bool:
@@ -473,8 +482,9 @@ def run_cmd(ctx: click.Context, config: str, rebuild: bool) -> None:
     help="Work directory (default: $SIMSCOPE_DEMO_DIR or ./simscope-demo); reused as a cache.",
 )
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--rebuild", is_flag=True, help="Rebuild every index instead of reusing it.")
 @click.pass_context
-def demo(ctx: click.Context, work_dir: str | None, seed: int) -> None:
+def demo(ctx: click.Context, work_dir: str | None, seed: int, rebuild: bool) -> None:
     """Run the whole pipeline on the bundled real data (tiny LMs trained on known mixtures)."""
     from pathlib import Path
 
@@ -483,6 +493,7 @@ def demo(ctx: click.Context, work_dir: str | None, seed: int) -> None:
     result = run_demo(
         Path(work_dir) if work_dir else default_work_dir(),
         seed=seed,
+        rebuild=rebuild,
         progress=progress_enabled(ctx),
     )
     _print_run(result)
@@ -498,6 +509,8 @@ def _print_run(result: Any) -> None:
     import polars as pl
 
     if result.selection is not None:
+        if result.verdict:  # first: it says how far the ranking can be trusted
+            click.echo(f"Verdict: {result.verdict}")
         click.echo("Ranking (predicted RM quality; observed where measured):")
         for r in result.selection.sort("rank").iter_rows(named=True):
             observed = "untried" if r["observed"] is None else f"observed {r['observed']:.3f}"
@@ -505,8 +518,6 @@ def _print_run(result: Any) -> None:
                 f"  {r['rank']:>2}. {r['model']:28} predicted {r['predicted']:.3f} "
                 f"{_interval(r['pi_low'], r['pi_high'])}  P(best) {r['p_best']:.2f}  {observed}"
             )
-        if result.verdict:
-            click.echo(f"Verdict: {result.verdict}")
     else:
         whole = result.profile.filter(pl.col("topic").is_null())
         click.echo(f"Profile: {whole.height} rows over {whole['model'].n_unique()} models")

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import platform
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -39,7 +40,7 @@ from simscope.probe.generate import GenerationConfig, generate_corpus
 from simscope.probe.importer import import_corpus
 from simscope.probe.likelihood import LikelihoodConfig, score_preferences
 from simscope.probe.model import load_model
-from simscope.records import PROFILE_SCHEMA, SLICES
+from simscope.records import PROFILE_SCHEMA, SLICES, split_probe_corpus
 from simscope.report import ReportInputs, write_report
 from simscope.report.load import REPORT_FILES
 from simscope.select import (
@@ -51,11 +52,20 @@ from simscope.select import (
     write_selection,
 )
 from simscope.semantic.config import SemanticConfig
+from simscope.semantic.embed import get_embedder
 from simscope.semantic.index import choose_chunk_words, chunk_document
 from simscope.semantic.scorer import SemanticScorer, embed_texts
 from simscope.semantic.topics import Topics, fit_topics, topic_mass
 from simscope.stats import DEFAULT_N_BOOT
-from simscope.storage import atomic_dir, atomic_file, hash_file, hash_texts, slug, write_parquet
+from simscope.storage import (
+    atomic_dir,
+    atomic_file,
+    hash_corpus_texts,
+    hash_file,
+    hash_texts,
+    slug,
+    write_parquet,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +157,13 @@ class RunConfig:
                     f"candidates: {c.name!r} needs a model to probe or a corpus to import; "
                     "found neither"
                 )
+        bad = [s for s in self.slices if s not in SLICES]
+        if bad or not self.slices:
+            raise SimscopeError(
+                f"slices: expected a non-empty subset of {list(SLICES)}, found {list(self.slices)}"
+            )
+        if self.n_boot < 0:
+            raise SimscopeError(f"n_boot: expected >= 0, found {self.n_boot}")
         if self.select.rm_results is not None and not self.select.target:
             raise SimscopeError(
                 "select.target: expected the RM results metric to predict (e.g. 'accuracy'), "
@@ -451,51 +468,79 @@ def _build_indexes_on_engine(
 ) -> None:
     """Build every index the profile will ask for on ``execution``'s engine, from parquet
     shards of each corpus under ``indexes/shards/`` (kept: a later run reuses them); the
-    profile then loads them, since their manifests match the in-memory builders'."""
+    profile then loads them, since their manifests match the in-memory builders'.
+
+    Paths handed to the workers are absolute; on a cluster of several machines the indexes
+    directory must be on storage every node sees, at the same path.
+    """
+    root = Path(cfg.indexes_dir).resolve()
     lexical = replace(cfg.lexical, seed=cfg.seed)
     texts = {s: prefs.get_column(s).to_list() for s in cfg.slices}
     scales = sorted({w for t in texts.values() for w in minhash_scales(t, lexical)})
     chunk_words = sorted({choose_chunk_words(t) for t in texts.values()})
+    shards = {
+        name: _corpus_shards(root, name, corpora[name], execution, rebuild) for name in corpora
+    }
     engine = make_engine(execution)
     try:
         for name in sorted(corpora):
-            corpus = corpora[name]
-            ordered = corpus.sort("doc_id")
-            key = hash_texts(
-                [
-                    name,
-                    hash_texts(ordered.get_column("doc_id")),
-                    hash_texts(ordered.get_column("text")),
-                ]
-            )[:16]
-            target = Path(cfg.indexes_dir) / "shards" / f"{slug(name)}-{key}"
-            if not target.is_dir():
-                with atomic_dir(target, overwrite=True) as tmp:
-                    write_corpus_shards(ordered, tmp, row_group_rows=min(execution.unit_docs, 8192))
-            shards = CorpusShards.from_path(target)
             build_lexical_indexes(
-                shards,
-                cfg.indexes_dir,
+                shards[name],
+                root,
                 lexical,
                 engine,
                 scales=scales,
                 rebuild=rebuild,
                 progress=progress,
             )
-            if cfg.stages.semantic:
-                for words in chunk_words:
-                    build_sharded_semantic_index(
-                        shards,
-                        cfg.indexes_dir,
-                        cfg.semantic,
-                        engine,
-                        chunk_words=words,
-                        num_gpus=execution.model_gpus,
-                        rebuild=rebuild,
-                        progress=progress,
+            if not cfg.stages.semantic:
+                continue
+            for words in chunk_words:
+                index = build_sharded_semantic_index(
+                    shards[name],
+                    root,
+                    cfg.semantic,
+                    engine,
+                    chunk_words=words,
+                    num_gpus=execution.model_gpus,
+                    rebuild=rebuild,
+                    progress=progress,
+                )
+                here = get_embedder(cfg.semantic).identity
+                if index.manifest["params"]["embedding"] != here:
+                    raise SimscopeError(
+                        f"{index.path}: the engine's workers embedded with "
+                        f"{index.manifest['params']['embedding']}, this process embeds with "
+                        f"{here}; set semantic.precision (and the encoder) explicitly so "
+                        "both agree, then run again with --rebuild"
                     )
     finally:
         engine.close()
+
+
+def _corpus_shards(
+    root: Path, name: str, corpus: pl.DataFrame, execution: EngineConfig, rebuild: bool
+) -> CorpusShards:
+    """``indexes/shards/<name>-<content key>/``: the corpus as parquet shards in ``doc_id``
+    order, written once per content (older versions of the same candidate's are deleted)."""
+    split_probe_corpus(corpus)  # one model, no empty corpus, no null ids or texts
+    ordered = corpus.sort("doc_id")
+    key = hash_texts(
+        [
+            name,
+            hash_texts(ordered.get_column("doc_id")),
+            hash_corpus_texts(ordered.get_column("text").to_list()),
+        ]
+    )[:16]
+    parent = root / "shards"
+    target = parent / f"{slug(name)}-{key}"
+    if rebuild or not target.is_dir():
+        with atomic_dir(target, overwrite=True) as tmp:
+            write_corpus_shards(ordered, tmp, row_group_rows=min(execution.unit_docs, 8192))
+    for old in parent.glob(f"{slug(name)}-*"):
+        if old != target and old.is_dir() and len(old.name) == len(target.name):
+            shutil.rmtree(old)
+    return CorpusShards.from_path(target)
 
 
 # ---- the semantic evidence for the report -------------------------------------------------

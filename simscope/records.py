@@ -140,6 +140,13 @@ def split_probe_corpus(corpus: pl.DataFrame) -> tuple[str, list[str]]:
     corpus = check_frame(corpus, PROBE_SCHEMA, "ProbeCorpus")
     if corpus.height == 0:
         raise SimscopeError("ProbeCorpus is empty; nothing to index")
+    for name in ("model", "doc_id", "text"):
+        nulls = corpus.get_column(name).null_count()
+        if nulls:
+            raise SimscopeError(
+                f"ProbeCorpus: column {name!r}: expected a string in every row, "
+                f"found {nulls} null(s)"
+            )
     models = corpus.get_column("model").unique().to_list()
     if len(models) != 1:
         raise SimscopeError(

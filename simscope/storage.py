@@ -46,6 +46,7 @@ def hash_texts(texts: Iterable[str]) -> str:
     return h.hexdigest()
 
 
+ROWHASH_PREFIX: Final = "rowhash1:"
 _BASES: Final = (0x9E3779B97F4A7C15, 0xD1B54A32D192ED03)  # odd: invertible modulo 2^64
 _M64: Final = (1 << 64) - 1
 
@@ -92,7 +93,7 @@ class RowHash:
                 total[k] = (total[k] + int(lanes[k]) * pow(base, offset, 1 << 64)) & _M64
             offset += int(rows)
         digest = xxhash.xxh3_128_hexdigest(f"{offset}:{total[0]}:{total[1]}".encode())
-        return f"rowhash1:{digest}"
+        return f"{ROWHASH_PREFIX}{digest}"
 
 
 _POWER_CACHE: dict[int, np.ndarray] = {}
@@ -244,6 +245,11 @@ def read_manifest(
         for key, value in params.items()
         if _normal(built.get(key)) != _normal(value)
     ]
+    if diffs and _old_input_hash(manifest):
+        raise SimscopeError(
+            f"{directory}: index written by an older simscope (its input_hash is of another "
+            "kind); rebuild it with --rebuild"
+        )
     if diffs:
         raise SimscopeError(
             f"{directory}: index was built with other parameters ({'; '.join(diffs)}); "
@@ -260,6 +266,26 @@ def read_manifest(
                     "rebuild the index with --rebuild"
                 )
     return manifest
+
+
+def outdated_indexes(root: Path) -> list[Path]:
+    """The index directories under ``root`` that an older simscope wrote: another
+    ``format_version``, or an ``input_hash`` from before :class:`RowHash`. They cannot be
+    loaded; a cache's owner may delete them."""
+    out = []
+    for manifest in sorted(Path(root).glob(f"*/{MANIFEST}")):
+        try:
+            data = json.loads(manifest.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue  # damaged, not outdated: loading it says so
+        if data.get("format_version") != FORMAT_VERSION or _old_input_hash(data):
+            out.append(manifest.parent)
+    return out
+
+
+def _old_input_hash(manifest: Mapping[str, Any]) -> bool:
+    value = manifest.get("params", {}).get("input_hash")
+    return isinstance(value, str) and not value.startswith(ROWHASH_PREFIX)
 
 
 def _normal(value: Any) -> Any:

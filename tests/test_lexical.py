@@ -3,6 +3,7 @@ containment, the indexes on disk, and known answers on real corpora."""
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from pathlib import Path
@@ -27,6 +28,7 @@ from simscope.lexical.minhash import NearDuplicateFinder, estimate_jaccard, lsh_
 from simscope.lexical.scorer import containment
 from simscope.normalize import TokenBatch, ngram_hashes, tokenize
 from simscope.overlap.profile import ProfileConfig, build_profile
+from simscope.storage import hash_texts, outdated_indexes
 
 CFG = LexicalConfig()
 
@@ -253,6 +255,29 @@ def test_index_round_trip_and_refusals(tmp_path: Path, shakespeare_paragraphs: l
         f"{target}: checksum differs from the manifest (file damaged or truncated); "
         "rebuild the index with --rebuild"
     )
+
+
+def test_an_index_from_an_older_simscope_is_named_as_such(
+    tmp_path: Path, shakespeare_paragraphs: list[str]
+) -> None:
+    c = corpus("bard", shakespeare_paragraphs[:50])
+    built = build_ngram_index(c, tmp_path, CFG, progress=False)
+    assert built.manifest["params"]["input_hash"].startswith("rowhash1:")
+    assert outdated_indexes(tmp_path) == []
+    # Before storage.RowHash, input_hash was a bare hex digest of the concatenated texts.
+    manifest_file = built.path / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["params"]["input_hash"] = hash_texts(shakespeare_paragraphs[:50])
+    manifest_file.write_text(json.dumps(manifest))
+    with pytest.raises(SimscopeError) as e:
+        build_ngram_index(c, tmp_path, CFG, progress=False)
+    assert str(e.value) == (
+        f"{built.path}: index written by an older simscope (its input_hash is of another "
+        "kind); rebuild it with --rebuild"
+    )
+    assert outdated_indexes(tmp_path) == [built.path]
+    build_ngram_index(c, tmp_path, CFG, rebuild=True, progress=False)
+    assert outdated_indexes(tmp_path) == []
 
 
 def test_a_crash_while_building_leaves_nothing(

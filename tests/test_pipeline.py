@@ -90,6 +90,12 @@ def test_run_writes_profile_selection_and_report(workspace: Path) -> None:
         ),
         ("", '[[candidates]]\nname = "x"\n', "'x' needs a model to probe or a corpus to import"),
         (
+            'slices = ["chosen", "answer"]\n',
+            None,
+            "slices: expected a non-empty subset of ['prompt', 'chosen', 'rejected'], "
+            "found ['chosen', 'answer']",
+        ),
+        (
             "",
             '[[candidates]]\nname = "x"\ncorpus = "a"\n[[candidates]]\nname = "x"\ncorpus = "b"\n',
             "each name once; found ['x'] more than once",
@@ -152,6 +158,9 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     result = runner.invoke(cli, ["--quiet", "demo", "--dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "Report: " in result.output
+    # --quiet: no library bars or notices (weights loading and writing, config defaults)
+    for noise in ("Loading weights", "Writing model shards", "[transformers]"):
+        assert noise not in result.output
     selection = pl.read_parquet(tmp_path / "run" / "selection.parquet")
     assert selection.height == 6
     assert selection.filter(pl.col("observed").is_null())["model"].to_list() == [
@@ -204,11 +213,13 @@ def test_run_with_semantic_scorer_topics_and_evidence(workspace: Path) -> None:
     assert pl.read_parquet(workspace / "run" / "embedding_map.parquet").height > 0
 
 
-def _profile_with(workspace: Path, execution: str, indexes: str) -> pl.DataFrame:
+def _profile_with(
+    workspace: Path, execution: str, indexes: str, *, rebuild: bool = False
+) -> pl.DataFrame:
     config = _config().replace('indexes_dir = "idx"', f'indexes_dir = "{indexes}"')
     (workspace / f"{indexes}.toml").write_text(config + execution)
     cfg = load_run_config(workspace / f"{indexes}.toml")
-    return profile_only(cfg, workspace / f"{indexes}.parquet", progress=False)
+    return profile_only(cfg, workspace / f"{indexes}.parquet", rebuild=rebuild, progress=False)
 
 
 def test_execution_engine_builds_the_indexes_the_profile_loads(workspace: Path) -> None:
@@ -226,6 +237,18 @@ def test_execution_engine_builds_the_indexes_the_profile_loads(workspace: Path) 
             assert twin.read_bytes() == array.read_bytes(), twin
     again = _profile_with(workspace, '[execution]\nkind = "local"\nunit_docs = 16\n', "idx-memory")
     assert_frame_equal(again, in_memory)
+    # A candidate's corpus changed: its shards are written again, the old version deleted.
+    shards = workspace / "idx-local" / "shards"
+    before = sorted(p.name for p in shards.iterdir())
+    with gzip.open(workspace / "bard.jsonl.gz", "rt") as f:
+        lines = f.readlines()
+    with gzip.open(workspace / "bard.jsonl.gz", "wt") as f:
+        f.writelines(lines[:90])
+    section = '[execution]\nkind = "local"\nunit_docs = 16\n'
+    _profile_with(workspace, section, "idx-local", rebuild=True)
+    after = sorted(p.name for p in shards.iterdir())
+    new = [n for n in after if n not in before]
+    assert len(after) == 3 and len(new) == 1 and new[0].startswith("bard-")
 
 
 @pytest.mark.parametrize(

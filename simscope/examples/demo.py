@@ -16,6 +16,7 @@ import csv
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from simscope.examples.data import (
 from simscope.examples.reward import train_reward_model
 from simscope.pipeline import RunResult, load_run_config, run
 from simscope.probe.tiny import TinyLMConfig, train_tiny_lm
-from simscope.storage import atomic_file, hash_file, hash_texts
+from simscope.storage import atomic_file, hash_file, hash_texts, outdated_indexes
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +61,20 @@ RM_TRAIN_N = 200
 LM_CONFIG = TinyLMConfig(steps=150)
 
 
-def run_demo(work_dir: Path, *, seed: int = 0, progress: bool = True) -> RunResult:
-    """Prepare the bundled example under ``work_dir`` (cached) and run the pipeline on it."""
+def run_demo(
+    work_dir: Path, *, seed: int = 0, rebuild: bool = False, progress: bool = True
+) -> RunResult:
+    """Prepare the bundled example under ``work_dir`` (cached) and run the pipeline on it.
+
+    ``work_dir`` is the demo's own cache: indexes an older simscope wrote there are deleted
+    and rebuilt; ``rebuild`` rebuilds every index.
+    """
     start = time.perf_counter()
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    for stale in outdated_indexes(work_dir / "indexes"):
+        logger.info("deleting %s (written by an older simscope)", stale)
+        shutil.rmtree(stale)
     records = hh_records()
     prefs_path = work_dir / "preferences.jsonl"
     if not prefs_path.is_file():
@@ -92,7 +102,7 @@ def run_demo(work_dir: Path, *, seed: int = 0, progress: bool = True) -> RunResu
     logger.info("reward models measured: %.1f s", time.perf_counter() - start)
     config_path = work_dir / "simscope.toml"
     config_path.write_text(_config_text(rm_path.name, seed))
-    return run(load_run_config(config_path), progress=progress)
+    return run(load_run_config(config_path), rebuild=rebuild, progress=progress)
 
 
 def _measure_reward_models(

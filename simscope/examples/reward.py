@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from simscope.errors import SimscopeError
+from simscope.logs import quiet_transformers
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +83,11 @@ def train_reward_model(
     if not Path(model_dir, "config.json").is_file():
         raise SimscopeError(f"{model_dir}: no config.json; expected a saved causal LM directory")
     torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        body = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    body = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
 
     def diff(pairs: list[tuple[str, str]]) -> torch.Tensor:
         texts = [c for c, _ in pairs] + [r for _, r in pairs]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from simscope.errors import SimscopeError
+from simscope.logs import quiet_transformers
 from simscope.storage import hash_file
 
 logger = logging.getLogger(__name__)
@@ -133,10 +134,11 @@ def load_model(
         "revision": revision,
     }
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        lm: Any = AutoModelForCausalLM.from_pretrained(
-            source, dtype=getattr(torch, dt), use_safetensors=True, **kwargs
-        )
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            lm: Any = AutoModelForCausalLM.from_pretrained(
+                source, dtype=getattr(torch, dt), use_safetensors=True, **kwargs
+            )
     except OSError as e:
         raise SimscopeError(
             f"model {ref!r}: cannot load it from disk or the local Hugging Face cache "

@@ -90,7 +90,7 @@ def _decide(table: dict[str, dict[str, Any]], n_measured: int, level: float) -> 
             "no_reliable_ranking",
             chosen,
             f"NO RELIABLE RANKING: none of the {k - 1} predictors orders held-out pairs of "
-            f"measured models better than chance (n = {n_measured}). The ranking below is not "
+            f"measured models better than chance (n = {n_measured}). The predicted ranking is not "
             "better than a guess; do not pick a base model by it.",
         )
     if row["pair_tau_ci"][0] <= 0.0 or row["mae_minus_constant_ci"][1] >= 0.0:
@@ -103,7 +103,7 @@ def _decide(table: dict[str, dict[str, Any]], n_measured: int, level: float) -> 
             "no_reliable_ranking",
             chosen,
             f"NO RELIABLE RANKING: the best of {k} predictors is {scored} That is not "
-            f"reliably better than the constant baseline ({why}). The ranking below is not "
+            f"reliably better than the constant baseline ({why}). The predicted ranking is not "
             "better than a guess; do not pick a base model by it.",
         )
     baselines = [name for name, r in table.items() if r["baseline"] and name != "constant"]

@@ -28,8 +28,7 @@ import os
 import threading
 import unicodedata
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from simscope.errors import SimscopeError
+from simscope.logs import quiet_transformers
 from simscope.semantic.cache import EmbeddingCache, text_key
 from simscope.semantic.config import DEFAULT_MODEL, SemanticConfig
 from simscope.storage import hash_file
@@ -119,28 +119,11 @@ def _openvino_available() -> bool:
 _LOAD_LOCK = threading.Lock()
 
 
-@contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """No weight-loading bar or config notices from transformers while a model loads."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
 @cache
 def _load_sentence_transformer(path: Path, precision: str) -> Any:
     from sentence_transformers import SentenceTransformer
 
-    with _LOAD_LOCK, _quiet_transformers():
+    with _LOAD_LOCK, quiet_transformers():
         model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
     if precision == "bf16":
         import torch
@@ -167,7 +150,7 @@ def _compile_openvino(path: Path, precision: str) -> Any:
     example = tokenizer(["a b c", "d"], padding=True, return_tensors="pt")
     # Tracing warns about Python conditionals on shapes; for this encoder they are constant
     # (no KV cache, no causal mask), and the vectors are checked against torch in the tests.
-    with torch.no_grad(), warnings.catch_warnings(), _quiet_transformers():
+    with torch.no_grad(), warnings.catch_warnings(), quiet_transformers():
         warnings.simplefilter("ignore")
         ov_model = ov.convert_model(st[0].auto_model, example_input=dict(example))
     hint = "bf16" if precision == "bf16" else "f32"
