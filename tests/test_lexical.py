@@ -280,6 +280,19 @@ def test_an_index_from_an_older_simscope_is_named_as_such(
     assert outdated_indexes(tmp_path) == []
 
 
+def test_a_corpus_with_null_ids_or_texts_is_refused(tmp_path: Path) -> None:
+    with_null = corpus("m", ["a text", "another"]).with_columns(
+        pl.Series("text", ["a text", None], dtype=pl.String)
+    )
+    with pytest.raises(SimscopeError) as e:
+        build_ngram_index(with_null, tmp_path, CFG, progress=False)
+    assert (
+        str(e.value)
+        == "ProbeCorpus: column 'text': expected a string in every row, found 1 null(s)"
+    )
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_crash_while_building_leaves_nothing(
     tmp_path: Path, shakespeare_paragraphs: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
