@@ -30,6 +30,18 @@ class _Guarded(click.Group):
             return super().invoke(ctx)
         except SimscopeError as e:
             raise click.ClickException(str(e)) from None
+        except OSError as e:  # a path that cannot be read or written: the user's to fix
+            raise click.ClickException(_os_error(e)) from None
+
+
+def _os_error(e: OSError) -> str:
+    """One line naming the path and what is wrong with it."""
+    path = e.filename
+    if not path:
+        return str(e)
+    if isinstance(e, FileExistsError | NotADirectoryError) and os.path.isfile(path):
+        return f"{path}: is a file; expected a directory here (an output path under it?)"
+    return f"{path}: {e.strerror or e}"
 
 
 @click.group(cls=_Guarded)
@@ -238,12 +250,23 @@ def probe_score(
         max_tokens=opts.pop("max_tokens"),
         batch_size=opts.pop("batch_size"),
     )
-    progress = progress_enabled(ctx)
-    profiles, presence = [], []
+    if presence_out and not refs:
+        raise SimscopeError("--presence-out: needs at least one --reference corpus, found none")
+    named = []
     for spec_ in models:
         name, sep, ref = spec_.partition("=")
         if not sep or "/" in name:
             name, ref = spec_, spec_
+        if not name or not ref:
+            raise SimscopeError(f"--model: expected NAME=PATH or PATH, found {spec_!r}")
+        named.append((name, ref))
+    names = [n for n, _ in named]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SimscopeError(f"--model: each name once; found {dupes} more than once")
+    progress = progress_enabled(ctx)
+    profiles, presence = [], []
+    for name, ref in named:
         lm = load_model(
             ref,
             device=opts["device"],

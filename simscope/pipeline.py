@@ -59,7 +59,6 @@ from simscope.semantic.topics import Topics, fit_topics, topic_mass
 from simscope.stats import DEFAULT_N_BOOT
 from simscope.storage import (
     atomic_dir,
-    atomic_file,
     hash_corpus_texts,
     hash_file,
     hash_texts,
@@ -106,6 +105,12 @@ class SelectSection:
     model_map: Path | None = None
     coverage: float = 0.9
     n_boot: int = 1000
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.coverage < 1.0:
+            raise SimscopeError(f"select.coverage: expected in (0, 1), found {self.coverage}")
+        if self.n_boot < 1:
+            raise SimscopeError(f"select.n_boot: expected >= 1, found {self.n_boot}")
 
 
 @dataclass(frozen=True)
@@ -178,7 +183,7 @@ def load_run_config(path: Path) -> RunConfig:
     base = path.parent
 
     def resolve(p: Path | None) -> Path | None:
-        return None if p is None or p.is_absolute() else base / p
+        return p if p is None or p.is_absolute() else base / p
 
     def resolve_model(m: str | None) -> str | None:
         # a relative path that exists beside the config is a directory; else a hub id
@@ -366,21 +371,27 @@ def profile_only(
 
 
 def run(cfg: RunConfig, *, rebuild: bool = False, progress: bool = True) -> RunResult:
-    """Run every configured stage and write the run directory (see the module doc)."""
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """Run every configured stage and write the run directory (see the module doc).
+
+    The select stage's inputs are read first, so a bad file fails before the long work; the
+    run directory is written only at the end, as a whole (``<out>.incomplete/`` renamed over
+    the previous run's), so a failed run leaves the previous one intact and never a mix.
+    """
+    out = Path(cfg.out_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise SimscopeError(f"out_dir: {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / REPORT_FILES["profile"]).is_file():
+        raise SimscopeError(
+            f"out_dir: {out} holds files but no {REPORT_FILES['profile']}, so it is not a "
+            "simscope run directory; the run replaces its directory as a whole: choose a new one"
+        )
+    select_inputs = _read_select_inputs(cfg)
     done = _profile(cfg, rebuild=rebuild, progress=progress)
     prefs, corpora, profile, semantic = done.prefs, done.corpora, done.profile, done.semantic
-    write_parquet(profile, out / REPORT_FILES["profile"])
 
-    selection, cv_summary, verdict = None, None, None
-    if cfg.select.rm_results is not None:
-        rm = read_rm_results(cfg.select.rm_results)
-        benchmarks = read_benchmarks(cfg.select.benchmarks) if cfg.select.benchmarks else None
-        if cfg.select.model_map is not None:
-            mapping = read_model_map(cfg.select.model_map)
-            rm = rename_models(rm, mapping)
-            benchmarks = rename_models(benchmarks, mapping) if benchmarks is not None else None
+    chosen = None
+    if select_inputs is not None:
+        rm, benchmarks = select_inputs
         assert cfg.select.target is not None  # checked in RunConfig
         chosen = select_models(
             profile,
@@ -392,31 +403,49 @@ def run(cfg: RunConfig, *, rebuild: bool = False, progress: bool = True) -> RunR
             coverage=cfg.select.coverage,
             n_boot=cfg.select.n_boot,
         )
-        write_selection(chosen, out)
-        selection, cv_summary = chosen.selection, chosen.cv_summary
-        verdict = str(cv_summary.get("verdict", "")) or None
-
+    selection = chosen.selection if chosen else None
+    cv_summary = chosen.cv_summary if chosen else None
+    verdict = (str(cv_summary.get("verdict", "")) or None) if cv_summary else None
     examples = _examples(semantic, corpora) if cfg.stages.semantic else []
     embedding_map = _embedding_map(semantic) if cfg.stages.semantic else None
-    with atomic_file(out / REPORT_FILES["examples"]) as tmp:
-        tmp.write_text(json.dumps(examples, indent=1, ensure_ascii=False))
-    if embedding_map is not None:
-        write_parquet(embedding_map, out / REPORT_FILES["embedding_map"])
     provenance = _provenance(cfg, prefs, corpora, done.manifests, done.schema, done.n_bad)
-    with atomic_file(out / REPORT_FILES["provenance"]) as tmp:
-        tmp.write_text(json.dumps(provenance, indent=1, default=str))
-    report = write_report(
-        ReportInputs(
-            profile=profile,
-            selection=selection,
-            cv_summary=cv_summary,
-            examples=examples,
-            embedding_map=embedding_map,
-            provenance=provenance,
-        ),
-        out / "report.html",
-    )
-    return RunResult(out, report, profile, selection, verdict)
+
+    with atomic_dir(out, overwrite=True) as tmp:
+        write_parquet(profile, tmp / REPORT_FILES["profile"])
+        if chosen is not None:
+            write_selection(chosen, tmp)
+        (tmp / REPORT_FILES["examples"]).write_text(
+            json.dumps(examples, indent=1, ensure_ascii=False)
+        )
+        if embedding_map is not None:
+            write_parquet(embedding_map, tmp / REPORT_FILES["embedding_map"])
+        (tmp / REPORT_FILES["provenance"]).write_text(json.dumps(provenance, indent=1, default=str))
+        write_report(
+            ReportInputs(
+                profile=profile,
+                selection=selection,
+                cv_summary=cv_summary,
+                examples=examples,
+                embedding_map=embedding_map,
+                provenance=provenance,
+            ),
+            tmp / "report.html",
+        )
+    return RunResult(out, out / "report.html", profile, selection, verdict)
+
+
+def _read_select_inputs(cfg: RunConfig) -> tuple[pl.DataFrame, pl.DataFrame | None] | None:
+    """The RM results and public benchmarks (models renamed by the map), or None when the
+    select stage does not run."""
+    if cfg.select.rm_results is None:
+        return None
+    rm = read_rm_results(cfg.select.rm_results)
+    benchmarks = read_benchmarks(cfg.select.benchmarks) if cfg.select.benchmarks else None
+    if cfg.select.model_map is not None:
+        mapping = read_model_map(cfg.select.model_map)
+        rm = rename_models(rm, mapping)
+        benchmarks = rename_models(benchmarks, mapping) if benchmarks is not None else None
+    return rm, benchmarks
 
 
 # ---- probe corpora ----------------------------------------------------------------------------

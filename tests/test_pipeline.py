@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -278,3 +279,51 @@ def test_ray_execution_gives_the_same_profile(workspace: Path) -> None:
     assert_frame_equal(on_ray, in_memory)
     manifest = json.loads((workspace / "idx-ray" / "lexical-bard" / "manifest.json").read_text())
     assert manifest["execution"] == {"engine": "ray", "units": 7}
+
+
+def test_absolute_paths_in_the_config_are_kept(workspace: Path, tmp_path_factory: Any) -> None:
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    cands = "".join(
+        f'[[candidates]]\nname = "{n}"\ncorpus = "{workspace / f"{n}.jsonl.gz"}"\n'
+        'text_field = "body"\n\n'
+        for n in ("dialogue", "bard", "mixed")
+    )
+    config = _config(candidates=cands).replace(
+        'rm_results = "rm.csv"', f'rm_results = "{workspace / "rm.csv"}"'
+    )
+    config = config.replace('path = "prefs.jsonl"', f'path = "{workspace / "prefs.jsonl"}"')
+    (elsewhere / "simscope.toml").write_text(config)
+    result = run(load_run_config(elsewhere / "simscope.toml"), progress=False)
+    assert result.selection is not None and result.selection.height == 3
+    assert result.out_dir == elsewhere / "run"
+
+
+def test_a_failed_run_leaves_the_previous_run_intact(workspace: Path) -> None:
+    (workspace / "simscope.toml").write_text(_config())
+    run(load_run_config(workspace / "simscope.toml"), progress=False)
+    out = workspace / "run"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # fails in the select stage, after the profile was computed
+    (workspace / "bad.toml").write_text(_config().replace('target = "accuracy"', 'target = "x"'))
+    with pytest.raises(SimscopeError):
+        run(load_run_config(workspace / "bad.toml"), progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not list(workspace.glob("*.incomplete"))
+    # a directory that is not a run directory is not replaced
+    (workspace / "notes").mkdir()
+    (workspace / "notes" / "mine.txt").write_text("keep")
+    (workspace / "notes.toml").write_text(_config().replace('out_dir = "run"', 'out_dir = "notes"'))
+    with pytest.raises(SimscopeError, match="is not a simscope run directory"):
+        run(load_run_config(workspace / "notes.toml"), progress=False)
+    assert (workspace / "notes" / "mine.txt").read_text() == "keep"
+
+
+def test_an_unwritable_output_is_one_error_line(workspace: Path) -> None:
+    target = workspace / "prefs.jsonl" / "x.parquet"  # under a file
+    args = ["--quiet", "load", str(workspace / "prefs.jsonl"), "-o", str(target)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"Error: {workspace / 'prefs.jsonl'}: is a file; expected a directory here "
+        "(an output path under it?)"
+    )

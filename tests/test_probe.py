@@ -166,6 +166,32 @@ def test_cli_bad_model_path_is_one_error_line(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--model", "t=a", "--model", "t=b"],
+            "--model: each name once; found ['t'] more than once",
+        ),
+        (["--model", "=a"], "--model: expected NAME=PATH or PATH, found '=a'"),
+        (
+            ["--model", "a", "--presence-out", "p.parquet"],
+            "--presence-out: needs at least one --reference corpus, found none",
+        ),
+    ],
+)
+def test_cli_score_checks_its_options_before_loading_models(
+    tmp_path: Path, hh_path: Path, args: list[str], message: str
+) -> None:
+    out = tmp_path / "s.parquet"
+    result = CliRunner().invoke(
+        cli, ["--quiet", "probe", "score", str(hh_path), *args, "-o", str(out)]
+    )
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [f"Error: {message}"]
+    assert not out.exists()
+
+
 # ---- likelihood -------------------------------------------------------------------------------
 
 

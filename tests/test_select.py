@@ -161,6 +161,15 @@ def test_missing_features_are_imputed_or_dropped_with_a_report() -> None:
     assert report["dropped_features"] == {"b3": "missing for 7 of 10 measured models"}
     assert report["unknown_candidates"] == {"org/zzz": []}
     assert set(result.selection.get_column("model")) == {f"org/m{i:03d}" for i in range(12)}
+    # when no candidate is known there is nothing to rank: say so, with what was meant
+    with pytest.raises(SimscopeError) as e:
+        select_models(
+            None, bench, rm, target_metric="rb", seed=0, n_boot=5, candidates=["m011", "zzz"]
+        )
+    assert str(e.value) == (
+        "select: none of the candidates has features: 'm011' (did you mean org/m011?); "
+        "'zzz' (no close name)"
+    )
 
 
 def test_collinear_features_do_not_break_the_fit() -> None:

@@ -77,7 +77,15 @@ class RayEngine:
         self._owned = False
         if not ray.is_initialized():
             if cfg.address:
-                ray.init(address=cfg.address, configure_logging=False, log_to_driver=False)
+                try:
+                    ray.init(address=cfg.address, configure_logging=False, log_to_driver=False)
+                except ConnectionError as e:
+                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    raise SimscopeError(
+                        f"execution.address = {cfg.address!r}: no Ray cluster answered "
+                        f"({first}); start one (`ray start --head`) or leave address out "
+                        "to start a local cluster"
+                    ) from None
             else:
                 store = cfg.object_store_mb * 2**20 if cfg.object_store_mb else None
                 ray.init(

@@ -109,6 +109,7 @@ def load_model(
 ) -> LoadedModel:
     """Load ``model`` (a local directory or a cached hub id) for generation and scoring."""
     import torch
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     ref = str(model)
@@ -150,6 +151,16 @@ def load_model(
             f"model {ref!r}: not loadable as a causal LM ({_first_line(e)}); custom code needs "
             "--trust-remote-code, and weights must be safetensors"
         ) from None
+    except SafetensorError as e:
+        raise SimscopeError(
+            f"model {ref!r}: its safetensors weights cannot be read ({_first_line(e)}); the "
+            "file is damaged or truncated: download or save the model again"
+        ) from None
+    if getattr(tokenizer, "vocab_size", 1) == 0 or len(tokenizer) < 2:
+        raise SimscopeError(
+            f"model {ref!r}: its tokenizer is empty (no tokenizer files beside the weights?); "
+            "expected the tokenizer save_pretrained writes"
+        )
     lm.to(dev)
     lm.eval()
     commit = getattr(lm.config, "_commit_hash", None)

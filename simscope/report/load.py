@@ -34,7 +34,15 @@ def load_report_inputs(run_dir: Path) -> ReportInputs:
 
     def parquet(field: str) -> pl.DataFrame | None:
         path = run_dir / REPORT_FILES[field]
-        return pl.read_parquet(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return pl.read_parquet(path)
+        except pl.exceptions.PolarsError as e:
+            raise SimscopeError(
+                f"{path}: not a readable parquet table ({str(e).splitlines()[0]}); "
+                "rerun the stage that writes it"
+            ) from None
 
     def read_json(field: str, default: Any) -> Any:
         path = run_dir / REPORT_FILES[field]
@@ -46,6 +54,10 @@ def load_report_inputs(run_dir: Path) -> ReportInputs:
             raise SimscopeError(
                 f"{path}:{e.lineno}: invalid JSON ({e.msg}); rewrite the file or rerun the stage"
             ) from None
+        except UnicodeDecodeError as e:
+            raise SimscopeError(
+                f"{path}: not UTF-8 text (byte {e.start}); rewrite the file or rerun the stage"
+            ) from None
 
     examples = read_json("examples", [])
     if not isinstance(examples, list):
@@ -55,8 +67,10 @@ def load_report_inputs(run_dir: Path) -> ReportInputs:
         )
     cv = read_json("cv_summary", None)
     provenance = read_json("provenance", {})
+    profile = parquet("profile")
+    assert profile is not None  # checked above
     return ReportInputs(
-        profile=pl.read_parquet(profile_path),
+        profile=profile,
         selection=parquet("selection"),
         cv_summary=cv if isinstance(cv, dict) else None,
         examples=examples,

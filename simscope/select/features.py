@@ -132,6 +132,16 @@ def build_features(
     if candidates is not None:
         scope = list(dict.fromkeys(candidates))
         unknown = [c for c in scope if c not in set(known)]
+        if unknown and len(unknown) == len(scope):
+            raise SimscopeError(
+                "select: none of the candidates has features: "
+                + "; ".join(
+                    f"{c!r} (did you mean {', '.join(_suggest(c, known))}?)"
+                    if _suggest(c, known)
+                    else f"{c!r} (no close name)"
+                    for c in unknown
+                )
+            )
         if unknown:
             report["unknown_candidates"] = {c: _suggest(c, known) for c in unknown}
             logger.warning("candidates without features (left out): %s", unknown)
