@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -295,6 +296,20 @@ def _parse(doc: str) -> _Collector:
 @pytest.fixture(scope="module")
 def full_doc() -> str:
     return render_report(make_inputs())
+
+
+def test_only_a_reliable_ranking_recommends_a_model() -> None:
+    inputs = make_inputs()
+    assert inputs.cv_summary is not None
+    cv = {
+        **inputs.cv_summary,
+        "verdict_status": "no_reliable_ranking",
+        "verdict": "NO RELIABLE RANKING: the predicted ranking is not better than a guess.",
+    }
+    doc = render_report(dataclasses.replace(inputs, cv_summary=cv))
+    decision = doc.split('<section id="decision">')[1].split("</section>")[0]
+    assert "Recommended base model" not in decision
+    assert "Top of the predicted ranking (no recommendation: see the verdict)" in decision
 
 
 def test_every_section_present_in_order_with_heading(full_doc: str) -> None:

@@ -393,16 +393,20 @@ def test_non_numeric_score_names_line_and_field(tmp_path: Path) -> None:
     with pytest.raises(SimscopeError) as e:
         read_benchmarks(path)
     assert str(e.value) == (
-        f"{path}:3: Benchmarks: field 'IFEval': expected a number (the column holds scores), "
-        "found 'n/a'; fix the cell, leave it empty for a missing score, or delete the column"
+        f"{path}:3: Benchmarks: field 'IFEval': expected a finite number (the column holds "
+        "scores), found 'n/a'; fix the cell, leave it empty for a missing score, or delete the "
+        "column"
     )
     long = _write(tmp_path, "rm.csv", "model,metric,score\na,rb,1\nb,rb,high\n")
     with pytest.raises(SimscopeError) as e:
         read_rm_results(long)
     assert str(e.value) == (
-        f"{long}:3: RMResults: field 'score': expected a number, found 'high'; fix the cell "
+        f"{long}:3: RMResults: field 'score': expected a finite number, found 'high'; fix the cell "
         "or delete the row"
     )
+    infinite = _write(tmp_path, "inf.csv", "model,metric,score\na,rb,1\nb,rb,inf\n")
+    with pytest.raises(SimscopeError, match=r"inf.csv:3: RMResults: field 'score': expected a "):
+        read_rm_results(infinite)
 
 
 def test_unknown_target_lists_the_metrics(tmp_path: Path) -> None:
@@ -531,8 +535,8 @@ def test_parquet_tables_name_rows(tmp_path: Path) -> None:
     with pytest.raises(SimscopeError) as e:
         read_benchmarks(path)
     assert str(e.value) == (
-        f"{path}: row 2: Benchmarks: field 'score': expected a number, found 'oops'; fix the "
-        "cell or delete the row"
+        f"{path}: row 2: Benchmarks: field 'score': expected a finite number, found 'oops'; "
+        "fix the cell or delete the row"
     )
 
 

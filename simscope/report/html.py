@@ -361,12 +361,21 @@ def _decision(selection: pl.DataFrame | None, cv: Mapping[str, Any] | None) -> s
     sel = selection.sort(["rank", "model"], nulls_last=True)
     rows = sel.to_dicts()
     best = rows[0]
+    # Only a reliable ranking recommends; otherwise the top row is named as what it is.
+    reliable = cv is not None and cv.get("verdict_status") == "reliable_ranking"
+    lead = (
+        "Recommended base model"
+        if reliable
+        else "Top of the predicted ranking (no recommendation: see the verdict)"
+    )
     headline = (
-        f'<p class="headline">Recommended base model: <span class="model">'
+        f'<p class="headline">{escape(lead)}: <span class="model">'
         f"{escape(str(best['model']))}</span> — predicted {escape(fmt_num(best['predicted']))}"
     )
     if finite(best["pi_low"]) and finite(best["pi_high"]):
         headline += f" [{escape(fmt_num(best['pi_low']))}, {escape(fmt_num(best['pi_high']))}]"
+    if best.get("observed") is not None and finite(best["observed"]):
+        headline += f", observed {escape(fmt_num(best['observed']))}"
     headline += f", P(best) {escape(_pct(best['p_best']))}.</p>"
     headers = ["Rank", "Model", "Predicted", "Interval low", "Interval high", "P(best)", "Observed"]
     header_html = [
@@ -972,7 +981,7 @@ def _weights_table(weights: Mapping[str, Any]) -> str:
         neg = " neg" if w < 0 else ""
         rows.append(
             [
-                f'<td class="key" title="{escape(_metric_tooltip(str(k).split("/")[0]))}">'
+                f'<td class="key" title="{escape(_metric_tooltip(str(k).split("/", 1)[-1]))}">'
                 f"{escape(str(k))}</td>",
                 _num_cell(w),
                 f'<td data-sort="{abs(w)!r}"><span class="bar{neg}" style="width:{width}px">'

@@ -158,7 +158,7 @@ def read_profile(path: str | Path) -> pl.DataFrame:
                 if bad is not None:
                     raise SimscopeError(
                         f"{_where(path, bad[0])}: Profile: field {column!r}: expected a "
-                        f"number, found {bad[1]!r}; fix the cell"
+                        f"finite number, found {bad[1]!r}; fix the cell"
                     )
                 raw = raw.with_columns(_as_float(raw, column).alias(column))
         if "topic" in raw.columns:
@@ -228,12 +228,13 @@ def _as_float(raw: pl.DataFrame, column: str) -> pl.Series:
 
 
 def _first_bad(raw: pl.DataFrame, column: str) -> tuple[int, object] | None:
-    """(row, value) of the first non-empty cell of ``column`` that is not a number."""
+    """(row, value) of the first non-empty cell of ``column`` that is not a finite number
+    (an infinite score would make every prediction and P(best) meaningless)."""
     values = _as_float(raw, column)
     original = raw.get_column(column)
     if original.dtype == pl.String:
         original = original.str.strip_chars().replace("", None)
-    bad = values.is_null() & original.is_not_null()
+    bad = (values.is_null() & original.is_not_null()) | values.is_infinite()
     if not bad.any():
         return None
     i = int(bad.arg_true()[0])
@@ -266,7 +267,7 @@ def _long(
     bad = _first_bad(raw, "score")
     if bad is not None:
         raise SimscopeError(
-            f"{_where(path, bad[0])}: {table}: field 'score': expected a number, found "
+            f"{_where(path, bad[0])}: {table}: field 'score': expected a finite number, found "
             f"{bad[1]!r}; fix the cell or delete the row"
         )
     out = raw.select(
@@ -294,7 +295,7 @@ def _wide_to_long(
         bad = _first_bad(raw, column)
         if bad is not None:
             raise SimscopeError(
-                f"{_where(path, bad[0])}: {table}: field {column!r}: expected a number "
+                f"{_where(path, bad[0])}: {table}: field {column!r}: expected a finite number "
                 f"(the column holds scores), found {bad[1]!r}; fix the cell, leave it empty "
                 "for a missing score, or delete the column"
             )
