@@ -52,7 +52,6 @@ from simscope.select import (
     write_selection,
 )
 from simscope.semantic.config import SemanticConfig
-from simscope.semantic.embed import get_embedder
 from simscope.semantic.index import choose_chunk_words, chunk_document
 from simscope.semantic.scorer import SemanticScorer, embed_texts
 from simscope.semantic.topics import Topics, fit_topics, topic_mass
@@ -500,7 +499,8 @@ def _build_indexes_on_engine(
     profile then loads them, since their manifests match the in-memory builders'.
 
     Paths handed to the workers are absolute; on a cluster of several machines the indexes
-    directory must be on storage every node sees, at the same path.
+    directory must be on storage every node sees, at the same path. Workers that embed unlike
+    this process are refused by the engine's semantic builder.
     """
     root = Path(cfg.indexes_dir).resolve()
     lexical = replace(cfg.lexical, seed=cfg.seed)
@@ -525,7 +525,7 @@ def _build_indexes_on_engine(
             if not cfg.stages.semantic:
                 continue
             for words in chunk_words:
-                index = build_sharded_semantic_index(
+                build_sharded_semantic_index(
                     shards[name],
                     root,
                     cfg.semantic,
@@ -535,14 +535,6 @@ def _build_indexes_on_engine(
                     rebuild=rebuild,
                     progress=progress,
                 )
-                here = get_embedder(cfg.semantic).identity
-                if index.manifest["params"]["embedding"] != here:
-                    raise SimscopeError(
-                        f"{index.path}: the engine's workers embedded with "
-                        f"{index.manifest['params']['embedding']}, this process embeds with "
-                        f"{here}; set semantic.precision (and the encoder) explicitly so "
-                        "both agree, then run again with --rebuild"
-                    )
     finally:
         engine.close()
 
@@ -552,15 +544,11 @@ def _corpus_shards(
 ) -> CorpusShards:
     """``indexes/shards/<name>-<content key>/``: the corpus as parquet shards in ``doc_id``
     order, written once per content (older versions of the same candidate's are deleted)."""
-    split_probe_corpus(corpus)  # one model, no empty corpus, no null ids or texts
+    _, texts = split_probe_corpus(corpus)  # checked: one model, no nulls; in doc_id order
     ordered = corpus.sort("doc_id")
-    key = hash_texts(
-        [
-            name,
-            hash_texts(ordered.get_column("doc_id")),
-            hash_corpus_texts(ordered.get_column("text").to_list()),
-        ]
-    )[:16]
+    key = hash_texts([name, hash_texts(ordered.get_column("doc_id")), hash_corpus_texts(texts)])[
+        :16
+    ]
     parent = root / "shards"
     target = parent / f"{slug(name)}-{key}"
     if rebuild or not target.is_dir():

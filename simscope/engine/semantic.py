@@ -98,6 +98,14 @@ def build_semantic_index(
                 f"({len(identities)} identities, e.g. back-end or precision differ between "
                 "nodes); set semantic.precision explicitly or use one kind of worker"
             )
+        here = get_embedder(cfg).identity
+        if summaries[0]["identity"] != here:
+            # The index would be refused on load: this process embeds the queries.
+            raise SimscopeError(
+                f"semantic: the workers embedded with {summaries[0]['identity']}, this process "
+                f"embeds with {here}; set semantic.precision (and the encoder) explicitly so "
+                "both agree"
+            )
         identity = summaries[0]["identity"]
         vectors, chunk_doc = _concat(parts, summaries)
         shutil.rmtree(parts)
