@@ -22,7 +22,7 @@ from sklearn.model_selection import PredefinedSplit
 
 from simscope.cli import cli
 from simscope.errors import SimscopeError
-from simscope.records import SELECTION_SCHEMA
+from simscope.records import PROFILE_SCHEMA, SELECTION_SCHEMA
 from simscope.select import (
     read_benchmarks,
     read_model_map,
@@ -203,15 +203,7 @@ def test_profile_features_add_similarity_and_combined_predictors() -> None:
             "ci_low": [None] * (3 * len(models)),
             "ci_high": [None] * (3 * len(models)),
         },
-        schema={
-            "model": pl.String,
-            "slice": pl.String,
-            "topic": pl.String,
-            "metric": pl.String,
-            "value": pl.Float64,
-            "ci_low": pl.Float64,
-            "ci_high": pl.Float64,
-        },
+        schema=PROFILE_SCHEMA,
     )
     result = select_models(profile, bench, rm, target_metric="rb", seed=0, n_boot=5)
     table = result.cv_summary["predictors"]
