@@ -327,8 +327,15 @@ def test_corpus_against_itself_is_covered_and_mauve_is_one(
     assert own["semantic.coverage_k5"].value == 1.0
     assert own["semantic.recall_k5"].value == 1.0
     assert own["semantic.precision_k5"].value == 1.0
-    # Each chunk lies in its own ball and in the balls of its k neighbours: (k + 1) / k.
-    assert own["semantic.density_k5"].value == pytest.approx(6 / 5)
+    # Each chunk lies in its own ball and in the balls of its k neighbours: (k + 1) / k, plus
+    # 1 / (k m) for every further chunk that ties with a ball's k-th neighbour within
+    # RADIUS_TOLERANCE. How many such ties there are depends on float rounding (the CPU's
+    # instruction set moves the embeddings in the 6th digit): 0 on AVX-512, 2 of 200 on an AVX2
+    # machine. The property is the floor, and ties stay rare (under 5% of the chunks).
+    k, m = CFG.k_nn, N_SLICE
+    ties = (own["semantic.density_k5"].value - (k + 1) / k) * k * m
+    assert ties == pytest.approx(round(ties), abs=1e-6)  # a whole number of extra memberships
+    assert 0 <= round(ties) <= 0.05 * m
     assert own["semantic.mauve"].value == pytest.approx(1.0, abs=1e-6)
     assert own["semantic.frechet"].value == pytest.approx(0.0, abs=1e-4)
 
