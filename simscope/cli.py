@@ -329,10 +329,20 @@ def report(run_dir: str, out: str | None) -> None:
     help="Benchmark table (CSV/parquet, long or wide) or a bundled name: open-llm-leaderboard-v2.",
 )
 @click.option(
+    "--benchmark-model-column",
+    default="model",
+    show_default=True,
+    help="Column with the model ids in the benchmark table, e.g. hf_id.",
+)
+@click.option(
+    "--benchmark-columns",
+    help="Comma-separated benchmark columns to use as features (default: every score column).",
+)
+@click.option(
     "--rm-results",
-    required=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="Measured RM results: long (model,metric,score) or one column per metric.",
+    help="Measured RM results: long (model,metric,score) or one column per metric; an optional "
+    "family column.",
 )
 @click.option("--target", required=True, help="RM metric to predict, e.g. rewardbench_v2.")
 @click.option(
@@ -359,43 +369,113 @@ def report(run_dir: str, out: str | None) -> None:
 @click.option(
     "--model-map",
     type=click.Path(exists=True, dir_okay=False),
-    help="CSV with columns name,model: read each name (e.g. a short name) as that model id.",
+    help="CSV with columns name,model: read each name (in every table and --candidate) as that "
+    "model id.",
 )
-@click.option("--candidate", "candidates", multiple=True, help="Rank only these (repeatable).")
+@click.option("--candidate", "candidates", multiple=True, help="A model to rank (repeatable).")
+@click.option(
+    "--candidates-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Models to rank: one id per line, or a CSV with model and optional family, cost, "
+    "params_B, pretraining_tokens_T columns.",
+)
+@click.option("--all-models", is_flag=True, help="Rank every model of the feature tables.")
+@click.option(
+    "--prior",
+    help="Published RM results as a prior: a bundled name (ahrabian2025-regression, "
+    "rewardbench2-by-base, skywork-reward-v2) or a CSV (one row per base model).",
+)
+@click.option(
+    "--prior-metric",
+    help="The prior's metric to predict (default: --target if the "
+    "prior has it, else its main metric).",
+)
+@click.option(
+    "--prior-model-column",
+    default="model",
+    show_default=True,
+    help="Column with the model ids in a prior CSV.",
+)
+@click.option(
+    "--suggest",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Name this many untried candidates to measure next (value of information).",
+)
+@click.option("--budget", type=float, help="Name the best candidate costing at most this.")
+@click.option(
+    "--costs",
+    "costs_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CSV with model,cost (your own costs, any unit) instead of the cost model.",
+)
+@click.option(
+    "--train-tokens",
+    default=3e7,
+    show_default=True,
+    type=float,
+    help="Cost model: preference-data tokens x epochs to fine-tune on.",
+)
+@click.option(
+    "--serve-tokens",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="Cost model: tokens the RM will score in service.",
+)
+@click.option(
+    "--gpu-flops",
+    default=9.89e14,
+    show_default=True,
+    type=float,
+    help="Cost model: peak FLOP/s of one GPU (H100 dense BF16).",
+)
+@click.option(
+    "--gpu-utilization",
+    default=0.4,
+    show_default=True,
+    type=float,
+    help="Cost model: share of the peak reached.",
+)
+@click.option(
+    "--gpu-hour-usd",
+    default=2.5,
+    show_default=True,
+    type=float,
+    help="Cost model: dollars per GPU-hour.",
+)
 @click.option("--coverage", default=0.9, show_default=True, type=float, help="Interval level.")
 @click.option("--n-boot", default=200, show_default=True, type=int, help="P(best) refits.")
 @click.option("--top", default=20, show_default=True, type=int, help="Rows printed.")
 @click.option("-o", "--out", type=click.Path(file_okay=False), help="Write Selection here.")
 @click.option("--seed", default=0, show_default=True, type=int)
 def select(
-    profile: str | None,
-    benchmarks: str | None,
-    rm_results: str,
-    target: str,
-    rm_where: tuple[str, ...],
-    model_map: str | None,
-    candidates: tuple[str, ...],
-    out: str | None,
-    top: int,
+    benchmark_columns: str | None,
+    train_tokens: float,
+    serve_tokens: float,
+    gpu_flops: float,
+    gpu_utilization: float,
+    gpu_hour_usd: float,
     **opts: Any,
 ) -> None:
     """Rank candidate base models for a reward model; print the ranking and the verdict."""
-    from simscope.select import cli_select
+    from simscope.select import CostConfig, SelectRequest, run_select
 
-    click.echo(
-        cli_select(
-            profile=profile,
-            benchmarks=benchmarks,
-            rm_results=rm_results,
-            target=target,
-            rm_where=rm_where,
-            model_map=model_map,
-            candidates=candidates,
-            out=out,
-            top=top,
-            **opts,
-        )
+    columns = (
+        [c.strip() for c in benchmark_columns.split(",") if c.strip()]
+        if (benchmark_columns)
+        else None
     )
+    try:
+        cost = CostConfig(train_tokens, serve_tokens, gpu_flops, gpu_utilization, gpu_hour_usd)
+    except SimscopeError as e:  # name the option, not the TOML key
+        key = str(e).split(":", 1)[0].rsplit(".", 1)[-1]
+        raise SimscopeError(
+            str(e).replace(f"select.cost.{key}", "--" + key.replace("_", "-"))
+        ) from None
+    request = SelectRequest(benchmark_columns=columns, cost=cost, **opts)
+    click.echo(run_select(request).text)
 
 
 # ---- profile, run, demo: the pipeline ----------------------------------------------------

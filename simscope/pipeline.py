@@ -44,8 +44,12 @@ from simscope.records import PROFILE_SCHEMA, SLICES, split_probe_corpus
 from simscope.report import ReportInputs, write_report
 from simscope.report.load import REPORT_FILES
 from simscope.select import (
+    CostConfig,
+    PriorTable,
     read_benchmarks,
+    read_candidates,
     read_model_map,
+    read_prior,
     read_rm_results,
     rename_models,
     select_models,
@@ -96,7 +100,13 @@ class CandidateSection:
 
 @dataclass(frozen=True)
 class SelectSection:
-    """Inputs of the select stage; it runs when ``rm_results`` is given."""
+    """Inputs of the select stage; it runs when ``rm_results`` or ``prior`` is given.
+
+    ``prior`` is a bundled prior's name or a CSV of published results (``prior_metric`` the
+    metric of it to use); ``suggest`` names that many candidates to measure next; ``budget``
+    and ``[select.cost]`` (see ``simscope.select.cost``) or ``costs`` (a CSV model,cost) price
+    the candidates.
+    """
 
     rm_results: Path | None = None
     target: str | None = None
@@ -104,12 +114,22 @@ class SelectSection:
     model_map: Path | None = None
     coverage: float = 0.9
     n_boot: int = 1000
+    prior: str | None = None
+    prior_metric: str | None = None
+    suggest: int = 0
+    budget: float | None = None
+    costs: Path | None = None
+    cost: CostConfig = field(default_factory=CostConfig)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.coverage < 1.0:
             raise SimscopeError(f"select.coverage: expected in (0, 1), found {self.coverage}")
         if self.n_boot < 1:
             raise SimscopeError(f"select.n_boot: expected >= 1, found {self.n_boot}")
+        if self.suggest < 0:
+            raise SimscopeError(f"select.suggest: expected >= 0, found {self.suggest}")
+        if self.budget is not None and not self.budget > 0:
+            raise SimscopeError(f"select.budget: expected a number > 0, found {self.budget}")
 
 
 @dataclass(frozen=True)
@@ -168,7 +188,7 @@ class RunConfig:
             )
         if self.n_boot < 0:
             raise SimscopeError(f"n_boot: expected >= 0, found {self.n_boot}")
-        if self.select.rm_results is not None and not self.select.target:
+        if (self.select.rm_results is not None or self.select.prior) and not self.select.target:
             raise SimscopeError(
                 "select.target: expected the RM results metric to predict (e.g. 'accuracy'), "
                 "found none"
@@ -203,6 +223,12 @@ def load_run_config(path: Path) -> RunConfig:
             cfg.select,
             rm_results=resolve(cfg.select.rm_results),
             model_map=resolve(cfg.select.model_map),
+            costs=resolve(cfg.select.costs),
+            prior=(
+                str(base / cfg.select.prior)
+                if cfg.select.prior and (base / cfg.select.prior).exists()
+                else cfg.select.prior
+            ),
             benchmarks=(
                 str(base / cfg.select.benchmarks)
                 if cfg.select.benchmarks and (base / cfg.select.benchmarks).exists()
@@ -390,7 +416,7 @@ def run(cfg: RunConfig, *, rebuild: bool = False, progress: bool = True) -> RunR
 
     chosen = None
     if select_inputs is not None:
-        rm, benchmarks = select_inputs
+        rm, benchmarks, prior, costs = select_inputs
         assert cfg.select.target is not None  # checked in RunConfig
         chosen = select_models(
             profile,
@@ -401,10 +427,16 @@ def run(cfg: RunConfig, *, rebuild: bool = False, progress: bool = True) -> RunR
             candidates=[c.name for c in cfg.candidates],
             coverage=cfg.select.coverage,
             n_boot=cfg.select.n_boot,
+            prior=prior,
+            prior_metric=cfg.select.prior_metric,
+            suggest=cfg.select.suggest,
+            budget=cfg.select.budget,
+            cost=cfg.select.cost,
+            costs=costs,
         )
     selection = chosen.selection if chosen else None
-    cv_summary = chosen.cv_summary if chosen else None
-    verdict = (str(cv_summary.get("verdict", "")) or None) if cv_summary else None
+    cv_summary = chosen.summary if chosen else None
+    verdict = cv_summary.verdict or None if cv_summary else None
     examples = _examples(semantic, corpora) if cfg.stages.semantic else []
     embedding_map = _embedding_map(semantic) if cfg.stages.semantic else None
     provenance = _provenance(cfg, prefs, corpora, done.manifests, done.schema, done.n_bad)
@@ -433,18 +465,28 @@ def run(cfg: RunConfig, *, rebuild: bool = False, progress: bool = True) -> RunR
     return RunResult(out, out / "report.html", profile, selection, verdict)
 
 
-def _read_select_inputs(cfg: RunConfig) -> tuple[pl.DataFrame, pl.DataFrame | None] | None:
-    """The RM results and public benchmarks (models renamed by the map), or None when the
-    select stage does not run."""
-    if cfg.select.rm_results is None:
+def _read_select_inputs(
+    cfg: RunConfig,
+) -> tuple[pl.DataFrame | None, pl.DataFrame | None, PriorTable | None, dict[str, float]] | None:
+    """The RM results, public benchmarks, prior and costs (models renamed by the map), or
+    None when the select stage does not run."""
+    if cfg.select.rm_results is None and cfg.select.prior is None:
         return None
-    rm = read_rm_results(cfg.select.rm_results)
+    mapping = read_model_map(cfg.select.model_map) if cfg.select.model_map is not None else {}
+    rm = (
+        rename_models(read_rm_results(cfg.select.rm_results), mapping)
+        if cfg.select.rm_results is not None
+        else None
+    )
     benchmarks = read_benchmarks(cfg.select.benchmarks) if cfg.select.benchmarks else None
-    if cfg.select.model_map is not None:
-        mapping = read_model_map(cfg.select.model_map)
-        rm = rename_models(rm, mapping)
-        benchmarks = rename_models(benchmarks, mapping) if benchmarks is not None else None
-    return rm, benchmarks
+    benchmarks = rename_models(benchmarks, mapping) if benchmarks is not None else None
+    prior = read_prior(cfg.select.prior, model_map=mapping) if cfg.select.prior else None
+    costs = (
+        {mapping.get(m, m): c for m, c in read_candidates(cfg.select.costs).costs.items()}
+        if cfg.select.costs is not None
+        else {}
+    )
+    return rm, benchmarks, prior, costs
 
 
 # ---- probe corpora ----------------------------------------------------------------------------

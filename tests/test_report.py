@@ -26,6 +26,18 @@ from simscope.report import (
     write_report,
 )
 from simscope.report.html import SECTIONS, highlight, shared_ngram_spans
+from simscope.select.summary import (
+    CalibrationSummary,
+    CostRow,
+    CostSummary,
+    CVSummary,
+    FeatureReport,
+    HeldOut,
+    PredictorScore,
+    PriorCandidate,
+    PriorSummary,
+    Suggestion,
+)
 
 SECTION_IDS = [sid for sid, _ in SECTIONS]
 XSS = "<script>alert(1)</script>"
@@ -66,6 +78,176 @@ PROBE_TEXT = (
 )
 
 
+def _score(
+    description: str,
+    baseline: bool,
+    features: list[str],
+    spearman: float,
+    mae: float,
+    c1: float,
+    **extra: Any,
+) -> PredictorScore:
+    return PredictorScore(
+        description=description,
+        baseline=baseline,
+        features=features,
+        pair_tau=spearman,
+        pair_tau_ci=(spearman - 0.4, min(1.0, spearman + 0.1)),
+        n_pairs=3,
+        spearman=spearman,
+        spearman_ci=(spearman - 0.4, 1.0),
+        spearman_raw=spearman - 0.1,
+        mae=mae,
+        mae_ci=(mae / 3, mae * 1.6),
+        mae_minus_constant=mae - 0.044,
+        mae_minus_constant_ci=(mae - 0.06, mae - 0.03),
+        top_k={"1": c1},
+        **extra,
+    )
+
+
+def make_summary() -> CVSummary:
+    """A CVSummary as simscope.select writes it, with every section filled."""
+    return CVSummary(
+        target_metric="rm_accuracy",
+        seed=0,
+        n_measured=3,
+        n_untried=2,
+        coverage_nominal=0.8,
+        ranker="prior_calibrated",
+        chosen="calibrated",
+        verdict_status="reliable_ranking",
+        verdict=(
+            "Choose tiny-dialogue: it is ranked first with P(best) = 58%; tiny-mix-70-30 is "
+            "within its interval, so measuring it is the next-best use of compute."
+        ),
+        verdict_ci_level=0.99,
+        n_boot_p_best=4000,
+        interval_coverage=0.67,
+        interval_coverage_models=3,
+        interval_coverage_finite=3,
+        interval_note="",
+        weights={
+            "semantic.coverage_k5/chosen": 0.61,
+            "semantic.mauve/chosen": 0.22,
+            "lexical.hashed_ngram_jsd/chosen": -0.35,
+            "benchmark.mmlu": 0.05,
+        },
+        intercept=0.64,
+        hyperparameters={"alpha": 1.0},
+        weights_unit="rm_accuracy points per SD",
+        extrapolated=[],
+        predictors={
+            "closeness": _score(
+                "ridge on the Profile's closeness features",
+                False,
+                ["semantic.coverage_k5/chosen", "semantic.mauve/chosen"],
+                0.9,
+                0.012,
+                1.0,
+                weights={"semantic.coverage_k5/chosen": 0.61, "semantic.mauve/chosen": 0.2},
+            ),
+            "benchmarks only": _score(
+                "best single public benchmark",
+                True,
+                ["benchmark.mmlu"],
+                0.5,
+                0.031,
+                0.0,
+                chosen_feature="benchmark.mmlu",
+                slope=1.0,
+            ),
+            "constant": _score("mean of the measured models", True, [], 0.0, 0.044, 0.33),
+        },
+        held_out=[
+            HeldOut("tiny-dialogue", "tiny", 0.699, 0.705, 0.66, 0.74),
+            HeldOut("tiny-mix-30-70", "tiny", 0.648, 0.662, 0.61, 0.69),
+            HeldOut("tiny-shakespeare", "tiny", 0.601, 0.571, 0.58, 0.63),
+        ],
+        features=FeatureReport(
+            target_metric="rm_accuracy",
+            features={"semantic.coverage_k5/chosen": "similarity"},
+            measured_models=3,
+            matched_measured_models=3,
+            excluded_columns={"v2_rank": "bookkeeping, not a score"},
+        ),
+        families={"tiny": ["tiny-dialogue", "tiny-mix-30-70", "tiny-shakespeare"]},
+        family_source="inferred from model ids",
+        prior=PriorSummary(
+            source="ahrabian2025-regression",
+            provenance="Ahrabian et al. 2025, Table 4",
+            metric="score",
+            source_metric="score",
+            same_metric=False,
+            n_models=40,
+            n_families=17,
+            families={"qwen2.5": ["Qwen/Qwen2.5-7B-Instruct"]},
+            features=["log_params", "benchmark_mean"],
+            weights={"log_params": 3.9, "benchmark_mean": 3.4},
+            residual_sd=4.6,
+            informative=True,
+            candidates=[
+                PriorCandidate(["log_params", "benchmark_mean"], "score", 4.6, 0.83),
+                PriorCandidate(["log_params"], "score", 5.1, 0.70),
+            ],
+            spearman=0.83,
+            spearman_ci=(0.66, 0.93),
+            size_spearman=0.80,
+            size_spearman_ci=(0.65, 0.89),
+            minus_size=0.03,
+            minus_size_ci=(-0.12, 0.14),
+            mae=3.1,
+            held_out=[HeldOut("Qwen/Qwen2.5-7B-Instruct", "qwen2.5", 84.0, 86.5)],
+        ),
+        calibration=CalibrationSummary(
+            prior="ahrabian2025-regression",
+            same_metric=False,
+            n_measured=3,
+            offset=0.66,
+            scale=0.004,
+            scale_ci=(0.002, 0.006),
+            residual_strength=0.0,
+            b_log_sd=0.35,
+            residual_weights={},
+            unexplained_sd=0.01,
+            agreement=0.8,
+            agreement_low=0.6,
+            prior_agreement=0.83,
+            disagrees=False,
+        ),
+        suggestions=[
+            Suggestion(
+                "tiny-mix-70-30",
+                0.012,
+                0.02,
+                0.008,
+                0.31,
+                0.694,
+                0.659,
+                0.729,
+                1.5,
+                "today's pick is tiny-dialogue; measuring it raises the pick by 0.012",
+            )
+        ],
+        cost=CostSummary(
+            source="model",
+            unit="USD",
+            description="6 x params x train_tokens FLOPs",
+            knobs={"train_tokens": 3e7},
+            rows=[
+                CostRow(m, c, q, meas, pareto, None)
+                for m, c, q, meas, pareto in [
+                    ("tiny-dialogue", 2.0, 0.705, True, True),
+                    ("tiny-mix-70-30", 1.5, 0.694, False, True),
+                    ("tiny-mix-30-70", 3.0, 0.662, True, False),
+                ]
+            ],
+        ),
+        notes=["spearman: LOO Spearman of each prediction's deviation from its training mean."],
+        definitions=["c@k: expected |top-k predicted and top-k observed| / k; chance is k / n."],
+    )
+
+
 def make_inputs(
     *,
     with_selection: bool = True,
@@ -97,7 +279,7 @@ def make_inputs(
                     )
     profile = pl.DataFrame(rows, schema=PROFILE_SCHEMA)
     selection = None
-    cv: dict[str, Any] | None = None
+    cv: CVSummary | None = None
     if with_selection:
         predicted = [0.712, 0.694, 0.655, 0.583, 0.641]
         observed = [0.705, None, 0.662, 0.571, None]
@@ -117,76 +299,7 @@ def make_inputs(
             },
             schema=SELECTION_SCHEMA,
         )
-        # The shape of simscope.select's cv_summary.json (abridged).
-        cv = {
-            "target_metric": "rm_accuracy",
-            "seed": 0,
-            "n_measured": 3,
-            "n_untried": 2,
-            "coverage_nominal": 0.8,
-            "chosen": "closeness",
-            "verdict_status": "reliable_ranking",
-            "verdict": (
-                "Choose tiny-dialogue: it is ranked first with P(best) = 58%; tiny-mix-70-30 is "
-                "within its interval, so measuring it is the next-best use of compute."
-            ),
-            "weights": {
-                "semantic.coverage_k5/chosen": 0.61,
-                "semantic.mauve/chosen": 0.22,
-                "lexical.hashed_ngram_jsd/chosen": -0.35,
-                "benchmark.mmlu": 0.05,
-            },
-            "intercept": 0.64,
-            "hyperparameters": {"alpha": 1.0},
-            "predictors": {
-                "closeness": {
-                    "description": "ridge on the Profile's closeness features",
-                    "baseline": False,
-                    "features": ["semantic.coverage_k5/chosen", "semantic.mauve/chosen"],
-                    "spearman": 0.9,
-                    "spearman_raw": 0.8,
-                    "mae": 0.012,
-                    "c@1": 1.0,
-                    "spearman_ci": [0.5, 1.0],
-                    "mae_ci": [0.004, 0.02],
-                    "interval_coverage": 1.0,
-                    "weights": {"semantic.coverage_k5/chosen": 0.61, "semantic.mauve/chosen": 0.2},
-                },
-                "benchmarks only": {
-                    "description": "best single public benchmark",
-                    "baseline": True,
-                    "features": ["benchmark.mmlu"],
-                    "spearman": 0.5,
-                    "spearman_raw": 0.5,
-                    "mae": 0.031,
-                    "c@1": 0.0,
-                    "spearman_ci": [-0.5, 1.0],
-                    "mae_ci": [0.01, 0.05],
-                    "interval_coverage": 0.67,
-                },
-                "constant": {
-                    "description": "mean of the measured models",
-                    "baseline": True,
-                    "features": [],
-                    "spearman": 0.0,
-                    "spearman_raw": -1.0,
-                    "mae": 0.044,
-                    "c@1": 0.33,
-                    "spearman_ci": [0.0, 0.0],
-                    "mae_ci": [0.02, 0.07],
-                    "interval_coverage": 0.67,
-                },
-            },
-            "loo_predictions": [
-                {"model": "tiny-dialogue", "predicted": 0.699, "observed": 0.705},
-                {"model": "tiny-mix-30-70", "predicted": 0.648, "observed": 0.662},
-                {"model": "tiny-shakespeare", "predicted": 0.601, "observed": 0.571},
-            ],
-            "notes": [
-                "spearman: LOO Spearman of each prediction's deviation from its training mean.",
-                "c@k: expected |top-k predicted and top-k observed| / k; chance is k / n.",
-            ],
-        }
+        cv = make_summary()
     emap = None
     if with_map:
         parts = [
@@ -301,11 +414,11 @@ def full_doc() -> str:
 def test_only_a_reliable_ranking_recommends_a_model() -> None:
     inputs = make_inputs()
     assert inputs.cv_summary is not None
-    cv = {
-        **inputs.cv_summary,
-        "verdict_status": "no_reliable_ranking",
-        "verdict": "NO RELIABLE RANKING: the predicted ranking is not better than a guess.",
-    }
+    cv = dataclasses.replace(
+        inputs.cv_summary,
+        verdict_status="no_reliable_ranking",
+        verdict="NO RELIABLE RANKING: the predicted ranking is not better than a guess.",
+    )
     doc = render_report(dataclasses.replace(inputs, cv_summary=cv))
     decision = doc.split('<section id="decision">')[1].split("</section>")[0]
     assert "Recommended base model" not in decision
@@ -396,7 +509,14 @@ def test_escaping_of_model_metric_and_topic_names() -> None:
         ReportInputs(
             profile=profile,
             selection=selection,
-            cv_summary={"verdict": evil, evil: {evil: 1.0}},
+            cv_summary=dataclasses.replace(
+                make_summary(),
+                verdict=evil,
+                weights={evil: 1.0},
+                suggestions=[
+                    dataclasses.replace(make_summary().suggestions[0], model=evil, reason=evil)
+                ],
+            ),
             examples=[{**inputs.examples[0], "model": evil, "score_label": evil}],
             embedding_map=None,
             provenance={evil: evil},
@@ -424,7 +544,7 @@ def test_sortable_tables_have_the_script(full_doc: str) -> None:
 def test_diagnostics_render_cv_summary_generically(full_doc: str) -> None:
     diag = full_doc.split('<section id="diagnostics">')[1].split("</section>")[0]
     assert "Predicted vs observed" in diag and "<svg" in diag
-    for text in ("benchmarks only", "spearman", "c@1", "best single public benchmark", "notes"):
+    for text in ("benchmarks only", "spearman", "top k", "best single public benchmark", "notes"):
         assert text in diag
     assert "[0.500, 1.000]" in diag  # spearman_ci shown under spearman
     weights = diag.split("<h3>weights</h3>")[1]
@@ -478,7 +598,8 @@ def test_write_and_load_round_trip(tmp_path: Path) -> None:
     assert inputs.selection is not None and inputs.embedding_map is not None
     inputs.selection.write_parquet(run / REPORT_FILES["selection"])
     inputs.embedding_map.write_parquet(run / REPORT_FILES["embedding_map"])
-    (run / REPORT_FILES["cv_summary"]).write_text(json.dumps(inputs.cv_summary))
+    assert inputs.cv_summary is not None
+    (run / REPORT_FILES["cv_summary"]).write_text(inputs.cv_summary.to_json())
     (run / REPORT_FILES["examples"]).write_text(json.dumps(inputs.examples))
     (run / REPORT_FILES["provenance"]).write_text(json.dumps(inputs.provenance))
     loaded = load_report_inputs(run)
@@ -531,7 +652,8 @@ def test_cli_report_command(tmp_path: Path) -> None:
 
     inputs = make_inputs(with_map=False)
     inputs.profile.write_parquet(tmp_path / "profile.parquet")
-    (tmp_path / "cv_summary.json").write_text(json.dumps(inputs.cv_summary))
+    assert inputs.cv_summary is not None
+    (tmp_path / "cv_summary.json").write_text(inputs.cv_summary.to_json())
     out = tmp_path / "out.html"
     result = CliRunner().invoke(cli, ["report", str(tmp_path), "-o", str(out)])
     assert result.exit_code == 0, result.output

@@ -77,9 +77,14 @@ def synthetic(
 
 def test_planted_linear_relation_is_recovered_with_calibrated_intervals() -> None:
     bench, rm, truth = synthetic(24, 150, seed=1)
-    result = select_models(None, bench, rm, target_metric="rb", seed=0, n_boot=50)
+    result = select_models(None, bench, rm, target_metric="rb", all_models=True, seed=0, n_boot=50)
     assert result.verdict.status in ("reliable_ranking", "no_better_than_baseline")
-    assert result.verdict.chosen in ("best_benchmark", "benchmarks_enet")
+    # no prior: the ranker is log(params) calibrated to the measured models; size carries no
+    # signal here, so the residual model over the benchmarks does the ranking
+    assert result.summary.ranker == "size_calibrated"
+    assert result.verdict.chosen == "calibrated"
+    assert result.summary.calibration is not None
+    assert result.summary.calibration.residual_strength > 0
     untried = result.selection.filter(pl.col("observed").is_null())
     true = np.array([truth[m] for m in untried.get_column("model")])
     rho = spearmanr(untried.get_column("predicted").to_numpy(), true).statistic
@@ -87,16 +92,16 @@ def test_planted_linear_relation_is_recovered_with_calibrated_intervals() -> Non
     low, high = untried.get_column("pi_low").to_numpy(), untried.get_column("pi_high").to_numpy()
     coverage = float(np.mean((low <= true) & (true <= high)))
     assert abs(coverage - 0.9) <= 0.10
-    assert abs(result.cv_summary["interval_coverage"] - 0.9) <= 0.15
-    row = result.cv_summary["predictors"][result.verdict.chosen]
-    assert row["pair_tau_ci"][0] > 0.3
+    assert abs(result.summary.interval_coverage - 0.9) <= 0.15
+    row = result.summary.predictors[result.verdict.chosen]
+    assert row.pair_tau_ci[0] > 0.3
     # The weights name the planted benchmarks, b0 heaviest.
     assert max(result.weights, key=lambda k: abs(result.weights[k])) == "b0"
 
 
 def test_pure_noise_gets_no_reliable_ranking() -> None:
     bench, rm, _ = synthetic(24, 30, seed=2, signal=False)
-    result = select_models(None, bench, rm, target_metric="rb", seed=0, n_boot=20)
+    result = select_models(None, bench, rm, target_metric="rb", all_models=True, seed=0, n_boot=20)
     assert result.verdict.status == "no_reliable_ranking"
     assert result.verdict.text.startswith("NO RELIABLE RANKING: ")
     assert "do not pick a base model by it" in result.verdict.text
@@ -104,12 +109,12 @@ def test_pure_noise_gets_no_reliable_ranking() -> None:
 
 def test_loo_shrink_to_mean_artefact_is_reported_not_rewarded() -> None:
     bench, rm, _ = synthetic(12, 0, seed=3, signal=False)
-    result = select_models(None, bench, rm, target_metric="rb", seed=0, n_boot=5)
-    const = result.cv_summary["predictors"]["constant"]
+    result = select_models(None, bench, rm, target_metric="rb", all_models=True, seed=0, n_boot=5)
+    const = result.summary.predictors["constant"]
     # The mean of the other models falls as a model's own score rises: Spearman -1 under LOO.
-    assert const["spearman_raw"] == pytest.approx(-1.0)
-    assert const["spearman"] == 0.0
-    assert const["pair_tau"] == 0.0
+    assert const.spearman_raw == pytest.approx(-1.0)
+    assert const.spearman == 0.0
+    assert const.pair_tau == 0.0
 
 
 # ---- small and awkward inputs -------------------------------------------------------------
@@ -117,25 +122,32 @@ def test_loo_shrink_to_mean_artefact_is_reported_not_rewarded() -> None:
 
 def test_three_measured_models_work_and_say_no_reliable_ranking() -> None:
     bench, rm, _ = synthetic(3, 5, seed=4)
-    result = select_models(None, bench, rm, target_metric="rb", seed=0, n_boot=10)
+    result = select_models(None, bench, rm, target_metric="rb", all_models=True, seed=0, n_boot=10)
     assert result.verdict.status == "no_reliable_ranking"
     assert "only 3 measured models" in result.verdict.text
     assert result.selection.height == 8
     untried = result.selection.filter(pl.col("observed").is_null())
-    # No distribution-free 90% interval exists from 3 residuals: both ends unbounded (null).
-    assert untried.get_column("pi_low").is_null().all()
-    assert untried.get_column("pi_high").is_null().all()
+    # Calibrated around log(params), the intervals are bounded even from 3 measured models
+    # (jackknife+ alone would need 9 at 90%); their coverage is checked on held-out families.
+    assert untried.get_column("pi_low").is_not_null().all()
+    assert (untried["pi_low"] < untried["predicted"]).all()
+    assert (untried["predicted"] < untried["pi_high"]).all()
+    # with 3 measured models in another metric than the prior (log params), holding a family
+    # out leaves too few to set the scale: the coverage line says so instead of vanishing
+    assert result.summary.interval_coverage is None
+    assert result.summary.interval_note.startswith("no measured family can be held out")
     assert result.selection.get_column("p_best").sum() == pytest.approx(1.0)
 
 
 def test_two_measured_models_is_an_error() -> None:
     bench, rm, _ = synthetic(2, 5, seed=4)
     with pytest.raises(SimscopeError) as e:
-        select_models(None, bench, rm, target_metric="rb", seed=0)
+        select_models(None, bench, rm, target_metric="rb", all_models=True, seed=0)
     assert str(e.value) == (
         "select: only 2 of 2 measured models ('rb') are found in the feature tables (need 3); "
         "unmatched: none; names must match exactly: rename them in the RM-results table or "
-        "give --model-map with columns name,model"
+        "give --model-map with columns name,model; or give --prior to rank from published "
+        "results"
     )
 
 
@@ -156,10 +168,10 @@ def test_missing_features_are_imputed_or_dropped_with_a_report() -> None:
         n_boot=5,
         candidates=["org/m010", "org/m011", "org/zzz"],
     )
-    report = result.cv_summary["features"]
-    assert report["imputed"] == {"b2": ["org/m000"]}
-    assert report["dropped_features"] == {"b3": "missing for 7 of 10 measured models"}
-    assert report["unknown_candidates"] == {"org/zzz": []}
+    report = result.summary.features
+    assert report.imputed == {"b2": ["org/m000"]}
+    assert report.dropped_features == {"b3": "missing for 7 of 10 measured models"}
+    assert report.unknown_candidates == {"org/zzz": []}
     assert set(result.selection.get_column("model")) == {f"org/m{i:03d}" for i in range(12)}
     # when no candidate is known there is nothing to rank: say so, with what was meant
     with pytest.raises(SimscopeError) as e:
@@ -178,7 +190,7 @@ def test_collinear_features_do_not_break_the_fit() -> None:
     wide = bench.filter(pl.col("benchmark").is_in(["b0", "b1", "b2", "b3"]))
     avg = wide.group_by("model").agg(pl.col("score").mean()).with_columns(benchmark=pl.lit("avg"))
     bench = pl.concat([bench, copy, avg.select(bench.columns)])
-    result = select_models(None, bench, rm, target_metric="rb", seed=0, n_boot=10)
+    result = select_models(None, bench, rm, target_metric="rb", all_models=True, seed=0, n_boot=10)
     untried = result.selection.filter(pl.col("observed").is_null())
     true = np.array([truth[m] for m in untried.get_column("model")])
     assert spearmanr(untried.get_column("predicted").to_numpy(), true).statistic > 0.8
@@ -206,7 +218,7 @@ def test_profile_features_add_similarity_and_combined_predictors() -> None:
         schema=PROFILE_SCHEMA,
     )
     result = select_models(profile, bench, rm, target_metric="rb", seed=0, n_boot=5)
-    table = result.cv_summary["predictors"]
+    table = result.summary.predictors
     assert list(table) == [
         "constant",
         "best_benchmark",
@@ -214,15 +226,18 @@ def test_profile_features_add_similarity_and_combined_predictors() -> None:
         "benchmarks_enet",
         "similarity_enet",
         "combined_enet",
+        "calibrated",
     ]
-    assert table["similarity_enet"]["features"] == ["prompt/semantic.coverage_k5"]
+    assert table["similarity_enet"].features == ["prompt/semantic.coverage_k5"]
+    # the similarity feature reaches the calibrated ranker's residual model too
+    assert "prompt/semantic.coverage_k5" in table["calibrated"].features
     # chosen/semantic.coverage_k5 is constant: dropped, and said so.
-    assert result.cv_summary["features"]["dropped_features"] == {
+    assert result.summary.features.dropped_features == {
         "chosen/semantic.coverage_k5": "constant over the 12 measured models that have it"
     }
-    assert table["similarity_enet"]["pair_tau"] > 0.8
+    assert table["similarity_enet"].pair_tau > 0.8
     # A contamination check finds copies, not closeness: kept out of the features, and said so.
-    assert result.cv_summary["features"]["contamination_checks_not_used"] == [
+    assert result.summary.features.contamination_checks_not_used == [
         "chosen/lexical.containment_13gram"
     ]
 
@@ -232,7 +247,7 @@ def test_same_seed_same_result_other_seed_same_shape() -> None:
     a = select_models(None, bench, rm, target_metric="rb", seed=3, n_boot=20)
     b = select_models(None, bench, rm, target_metric="rb", seed=3, n_boot=20)
     assert a.selection.equals(b.selection)
-    assert a.cv_summary == b.cv_summary
+    assert a.summary == b.summary
     assert a.selection.schema == SELECTION_SCHEMA
 
 
@@ -313,14 +328,14 @@ def test_skywork_backbones_three_match_and_the_verdict_is_honest() -> None:
     ).unique(["model", "metric"], keep="first", maintain_order=True)
     bench = read_benchmarks("open-llm-leaderboard-v2")
     result = select_models(None, bench, rm, target_metric="rewardbench_v2", seed=0, n_boot=20)
-    unmatched = result.cv_summary["features"]["unmatched_measured_models"]
+    unmatched = result.summary.features.unmatched_measured_models
     assert sorted(unmatched) == [
         "Qwen/Qwen3-0.6B",
         "Qwen/Qwen3-1.7B",
         "Qwen/Qwen3-4B",
         "Qwen/Qwen3-8B",
     ]
-    assert result.cv_summary["n_measured"] == 3
+    assert result.summary.n_measured == 3
     assert result.verdict.status == "no_reliable_ranking"
 
 
@@ -331,8 +346,8 @@ def test_rewardbench2_short_names_match_through_a_model_map() -> None:
     )
     bench = read_benchmarks("open-llm-leaderboard-v2")
     result = select_models(None, bench, rm, target_metric="rb2_avg", seed=0, n_boot=20)
-    assert result.cv_summary["n_measured"] == 5
-    assert sorted(result.cv_summary["features"]["unmatched_measured_models"]) == [
+    assert result.summary.n_measured == 5
+    assert sorted(result.summary.features.unmatched_measured_models) == [
         "Llama-3.1-70B-Instruct",
         "Tulu-3-70B-SFT",
     ]
@@ -364,7 +379,8 @@ def test_long_layout_missing_benchmark_model_column(tmp_path: Path) -> None:
         read_benchmarks(path)
     assert str(e.value) == (
         f"{path}: Benchmarks: no model column 'model'; expected a column with the model ids, "
-        "found columns ['name', 'benchmark', 'score']; rename it to 'model'"
+        "found columns ['name', 'benchmark', 'score']; rename it, or name it with "
+        "--benchmark-model-column"
     )
 
 
@@ -418,7 +434,9 @@ def test_unmatched_names_are_reported_with_suggestions(tmp_path: Path) -> None:
     message = str(e.value)
     assert message.startswith("select: only 0 of 7 measured models ('rb2_avg') are found")
     assert "'Tulu-3-8B-SFT' (closest: 'allenai/Llama-3.1-Tulu-3-8B-SFT')" in message
-    assert message.endswith("give --model-map with columns name,model")
+    assert message.endswith(
+        "give --model-map with columns name,model; or give --prior to rank from published results"
+    )
 
 
 # ---- writer and CLI ------------------------------------------------------------------------
@@ -426,7 +444,7 @@ def test_unmatched_names_are_reported_with_suggestions(tmp_path: Path) -> None:
 
 def test_write_selection_round_trips(tmp_path: Path) -> None:
     bench, rm, _ = synthetic(8, 4, seed=10)
-    result = select_models(None, bench, rm, target_metric="rb", seed=0, n_boot=10)
+    result = select_models(None, bench, rm, target_metric="rb", all_models=True, seed=0, n_boot=10)
     table, summary = write_selection(result, tmp_path / "sel")
     assert pl.read_parquet(table).equals(result.selection)
     loaded = json.loads(summary.read_text())
@@ -502,13 +520,17 @@ def test_rates_over_seeds_false_rankings_and_coverage() -> None:
     false_rankings = 0
     for seed in range(20):
         bench, rm, _ = synthetic(20, 10, seed=100 + seed, signal=False)
-        result = select_models(None, bench, rm, target_metric="rb", seed=0, n_boot=10)
+        result = select_models(
+            None, bench, rm, target_metric="rb", all_models=True, seed=0, n_boot=10
+        )
         false_rankings += result.verdict.status != "no_reliable_ranking"
     assert false_rankings <= 2  # <= 10% of pure-noise targets get any ranking
     rhos, coverages = [], []
     for seed in range(10):
         bench, rm, truth = synthetic(20, 100, seed=100 + seed)
-        result = select_models(None, bench, rm, target_metric="rb", seed=0, n_boot=10)
+        result = select_models(
+            None, bench, rm, target_metric="rb", all_models=True, seed=0, n_boot=10
+        )
         untried = result.selection.filter(pl.col("observed").is_null())
         true = np.array([truth[m] for m in untried.get_column("model")])
         rhos.append(spearmanr(untried.get_column("predicted").to_numpy(), true).statistic)
@@ -567,10 +589,20 @@ def test_profile_csv_through_the_cli(tmp_path: Path) -> None:
 def test_equal_scores_share_p_best_and_give_no_ranking() -> None:
     bench, rm, _ = synthetic(6, 2, seed=13)
     result = select_models(
-        None, bench, rm.with_columns(score=pl.lit(70.0)), target_metric="rb", seed=0, n_boot=5
+        None,
+        bench,
+        rm.with_columns(score=pl.lit(70.0)),
+        target_metric="rb",
+        all_models=True,
+        seed=0,
+        n_boot=5,
     )
     assert result.verdict.status == "no_reliable_ranking"
-    assert result.selection.get_column("p_best").to_list() == pytest.approx([1 / 8] * 8)
+    p = result.selection.sort("model")
+    assert p["p_best"].sum() == pytest.approx(1.0)
+    measured = p.filter(pl.col("observed").is_not_null())["p_best"]
+    assert measured.n_unique() == 1  # equal observed scores share the win
+    assert p["p_best"].max() < 0.5
 
 
 def test_model_map_needs_name_and_model_columns(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ comes from data is HTML-escaped. This module lays out the sections; ``plots`` dr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import numbers
@@ -36,10 +37,15 @@ from simscope.report.plots import (
     interval_plot,
     scatter_plot,
 )
+from simscope.report.select_view import select_sections
+from simscope.select.summary import CVSummary
 from simscope.storage import atomic_file
 
 SECTIONS: Final = (
     ("decision", "Decision"),
+    ("next", "What to measure next"),
+    ("cost", "Cost and quality"),
+    ("prior", "Prior and calibration"),
     ("profile", "Similarity profile"),
     ("topics", "Models \u00d7 topics"),
     ("examples", "Examples"),
@@ -87,8 +93,8 @@ class ReportInputs:
     """records.PROFILE_SCHEMA; topic null = whole slice, topic rows feed the heatmap."""
     selection: pl.DataFrame | None
     """records.SELECTION_SCHEMA, or None when no selection was run."""
-    cv_summary: dict[str, Any] | None
-    """Free-form JSON from the select stage; a "verdict" string is shown with the decision."""
+    cv_summary: CVSummary | None
+    """The select stage's CV summary (``simscope.select.summary``), or None."""
     examples: list[dict[str, str]]
     """{"model", "slice", "preference_text", "probe_text", "score_label"} per example."""
     embedding_map: pl.DataFrame | None
@@ -122,8 +128,10 @@ def render_report(inputs: ReportInputs) -> str:
     models = _model_order(profile, selection)
     cv = inputs.cv_summary
 
+    select_parts = select_sections(cv)
     body = [
         _section("decision", _decision(selection, cv)),
+        *(_section(sid, select_parts[sid]) for sid in ("next", "cost", "prior")),
         _section("profile", _profile_section(profile, models)),
         _section("topics", _topics_section(profile, models, inputs.heatmap_metric)),
         _section("examples", _examples_section(examples)),
@@ -345,13 +353,13 @@ def _legend(items: Sequence[tuple[str, str]]) -> str:
 # -- decision -------------------------------------------------------------------------------
 
 
-def _verdict(cv: Mapping[str, Any] | None) -> str:
-    if cv and isinstance(cv.get("verdict"), str) and cv["verdict"].strip():
-        return f'<div class="verdict" id="verdict"><b>Verdict.</b> {escape(cv["verdict"])}</div>'
+def _verdict(cv: CVSummary | None) -> str:
+    if cv is not None and cv.verdict.strip():
+        return f'<div class="verdict" id="verdict"><b>Verdict.</b> {escape(cv.verdict)}</div>'
     return ""
 
 
-def _decision(selection: pl.DataFrame | None, cv: Mapping[str, Any] | None) -> str:
+def _decision(selection: pl.DataFrame | None, cv: CVSummary | None) -> str:
     verdict = _verdict(cv)
     if selection is None or selection.height == 0:
         return verdict + _empty(
@@ -362,7 +370,7 @@ def _decision(selection: pl.DataFrame | None, cv: Mapping[str, Any] | None) -> s
     rows = sel.to_dicts()
     best = rows[0]
     # Only a reliable ranking recommends; otherwise the top row is named as what it is.
-    reliable = cv is not None and cv.get("verdict_status") == "reliable_ranking"
+    reliable = cv is not None and cv.verdict_status == "reliable_ranking"
     lead = (
         "Recommended base model"
         if reliable
@@ -759,27 +767,16 @@ def _map_section(emap: pl.DataFrame | None) -> str:
 # -- diagnostics ----------------------------------------------------------------------------
 
 
-def _pred_obs_pairs(cv: Mapping[str, Any]) -> list[tuple[str, float, float]]:
-    """(label, predicted, observed) from the first list of such records in ``cv``."""
-    for value in cv.values():
-        if isinstance(value, list) and value and all(isinstance(r, Mapping) for r in value):
-            pairs = []
-            for r in value:
-                p, o = _as_float(r.get("predicted")), _as_float(r.get("observed"))
-                if finite(p) and finite(o):
-                    label = r.get("model", r.get("name", ""))
-                    pairs.append((str(label), float(p), float(o)))
-            if pairs:
-                return pairs
-    return []
+_SPECIFIC: Final = ("verdict", "held_out", "prior", "calibration", "suggestions", "cost")
+"""CV-summary fields shown by their own sections, not in the generic diagnostics."""
 
 
-def _diagnostics_section(cv: Mapping[str, Any] | None, selection: pl.DataFrame | None) -> str:
+def _diagnostics_section(cv: CVSummary | None, selection: pl.DataFrame | None) -> str:
     if cv is None:
         return _empty("No selection diagnostics: the select stage was not run.")
     parts = []
-    pairs = _pred_obs_pairs(cv)
-    source = "cross-validated predictions (held-out)"
+    pairs = [(h.model, h.predicted, h.observed) for h in cv.held_out]
+    source = "held-out predictions (each family predicted by a fit without it)"
     if not pairs and selection is not None:
         fitted = selection.filter(pl.col("observed").is_not_null())
         pairs = [
@@ -813,7 +810,7 @@ def _diagnostics_section(cv: Mapping[str, Any] | None, selection: pl.DataFrame |
             f'<p class="note">From the {escape(source)}; dashed line: predicted = '
             "observed.</p></figure>"
         )
-    rest = {k: v for k, v in cv.items() if k != "verdict"}
+    rest = {k: v for k, v in dataclasses.asdict(cv).items() if k not in _SPECIFIC}
     scalars = {k: v for k, v in rest.items() if _is_scalar(v)}
     if scalars:
         parts.append(f"<div>{_render_value(scalars, depth=1, path=())}</div>")

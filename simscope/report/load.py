@@ -10,6 +10,7 @@ import polars as pl
 
 from simscope.errors import SimscopeError
 from simscope.report.html import ReportInputs
+from simscope.select.command import read_summary
 
 REPORT_FILES: Final = {
     "profile": "profile.parquet",
@@ -65,14 +66,15 @@ def load_report_inputs(run_dir: Path) -> ReportInputs:
             f"{run_dir / REPORT_FILES['examples']}: expected a JSON list of examples, "
             f"found {type(examples).__name__}"
         )
-    cv = read_json("cv_summary", None)
+    cv_path = run_dir / REPORT_FILES["cv_summary"]
+    cv = read_summary(cv_path) if cv_path.is_file() else None
     provenance = read_json("provenance", {})
     profile = parquet("profile")
     assert profile is not None  # checked above
     return ReportInputs(
         profile=profile,
         selection=parquet("selection"),
-        cv_summary=cv if isinstance(cv, dict) else None,
+        cv_summary=cv,
         examples=examples,
         embedding_map=parquet("embedding_map"),
         provenance=provenance if isinstance(provenance, dict) else {"provenance": provenance},

@@ -3,7 +3,10 @@
 Every predictor sees only its training rows: missing values are filled with the training
 mean, features are standardized with the training mean and SD, and hyperparameters (the
 Elastic Net's penalty and L1 ratio, the single benchmark to use) are chosen on the training
-rows alone, so that cross-validating a fit is nested cross-validation.
+rows alone, so that cross-validating a fit is nested cross-validation. The exception is the
+``calibrated`` predictor (``select.calibrate``), whose prior strengths are chosen once on all
+measured models by grouped CV and then held fixed inside cross-validation (as the Elastic
+Net's penalty is for interval coverage and P(best)).
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from typing import Literal
 
 import numpy as np
 
+from simscope.select.calibrate import CalibrationPrior, Posterior, fit_calibration, prior_only
 from simscope.select.enet import fit_enet, fit_enet_cv
-from simscope.select.features import FeatureMatrix
+from simscope.select.features import LOG_PARAMS, FeatureMatrix
 
-Kind = Literal["constant", "best_single", "linear", "enet"]
+Kind = Literal["constant", "best_single", "linear", "enet", "calibrated"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,11 @@ class PredictorSpec:
     columns: tuple[int, ...]
     baseline: bool
     description: str
+    calibration: CalibrationPrior | None = None
+    """kind calibrated: the prior (strengths fixed); columns are (prior mean, prior
+    variance, residual features...)."""
+    z_spread: float = 1.0
+    """kind calibrated: SD of the prior means over the models in scope."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,7 @@ class FittedPredictor:
     intercept_: float
     train_mean_: float
     params_: dict[str, float] = field(default_factory=dict)
+    posterior_: Posterior | None = None
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predictions for the rows of the full feature matrix ``X``."""
@@ -79,8 +89,9 @@ def predictor_specs(features: FeatureMatrix) -> list[PredictorSpec]:
                 "(chosen on the training models)",
             )
         )
-    if size:
-        specs.append(PredictorSpec("log_params", "linear", size, True, "linear fit on log(params)"))
+    lp = tuple(c for c in size if features.names[c] == LOG_PARAMS)
+    if lp:
+        specs.append(PredictorSpec("log_params", "linear", lp, True, "linear fit on log(params)"))
     if bench:
         specs.append(
             PredictorSpec(
@@ -123,6 +134,8 @@ def fit_predictor(
     An Elastic Net tunes its penalty by inner CV unless ``penalty`` (``alpha``,
     ``l1_ratio``) fixes it.
     """
+    if spec.kind == "calibrated":
+        return _fit_calibrated(spec, X, y)
     train_mean = float(np.mean(y))
     cols = spec.columns
     Z = X[:, cols] if cols else np.empty((X.shape[0], 0))
@@ -156,3 +169,62 @@ def fit_predictor(
         intercept = fit.intercept
         params = {"alpha": fit.alpha, "l1_ratio": fit.l1_ratio}
     return FittedPredictor(spec, cols, fill, center, scale, coef, intercept, train_mean, params)
+
+
+def calibrated_inputs(
+    spec: PredictorSpec,
+    X: np.ndarray,
+    fill: np.ndarray | None = None,
+    center: np.ndarray | None = None,
+    scale: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(z, v, phi standardized, fill, center, scale) of rows ``X`` for a calibrated spec;
+    phi's fill, center and scale are computed from ``X`` unless given."""
+    z_col, v_col, *phi_cols = spec.columns
+    z, v = X[:, z_col], X[:, v_col]
+    Z = X[:, phi_cols] if phi_cols else np.empty((X.shape[0], 0))
+    if fill is None and X.shape[0] == 0:  # nothing measured: the residual model is unused
+        fill, center, scale = (
+            np.zeros(Z.shape[1]),
+            np.zeros(Z.shape[1]),
+            np.full(Z.shape[1], np.inf),
+        )
+    if fill is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fill = np.nanmean(Z, axis=0) if phi_cols else np.empty(0)
+        fill = np.where(np.isnan(fill), 0.0, fill)
+    Z = np.where(np.isnan(Z), fill, Z)
+    if center is None or scale is None:
+        center = Z.mean(axis=0)
+        sd = Z.std(axis=0)
+        scale = np.where(sd > 1e-12 * np.maximum(1.0, np.abs(center)), sd, np.inf)
+    return z, v, (Z - center) / scale, fill, center, scale
+
+
+def _fit_calibrated(spec: PredictorSpec, X: np.ndarray, y: np.ndarray) -> FittedPredictor:
+    assert spec.calibration is not None
+    z, v, phi, fill, center, scale = calibrated_inputs(spec, X)
+    k = y.shape[0]
+    z_center = float(np.mean(z)) if k else 0.0
+    if k == 0:
+        post = prior_only(z_center, spec.calibration.prior_sd, phi.shape[1])
+    else:
+        post = fit_calibration(
+            y, z, v, phi, spec.calibration, center=z_center, z_spread=spec.z_spread
+        )
+    a, b, w = post.coefficients()
+    z_col, _v_col, *phi_cols = spec.columns
+    return FittedPredictor(
+        spec,
+        (z_col, *phi_cols),
+        np.concatenate([[z_center], fill]),
+        np.concatenate([[z_center], center]),
+        # an infinite scale (a feature constant over the training rows) zeroes the feature
+        np.concatenate([[1.0], scale]),
+        np.concatenate([[b], np.where(np.isfinite(scale), w, 0.0)]),
+        a,
+        float(np.mean(y)) if k else z_center,
+        {"b_log_sd": spec.calibration.b_log_sd, "residual_strength": spec.calibration.residual},
+        post,
+    )

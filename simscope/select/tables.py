@@ -8,12 +8,15 @@ column is a score column when its values are numbers; a column with no numeric v
 (a variant name, a training-data label) is descriptive and skipped; a column that mixes
 numbers and other text is an error naming the first bad cell. Every error names the file,
 the line (CSV, header = line 1) or row (parquet), the field, what was expected and the fix.
+An RM result must be a finite number in every score cell: a blank or NaN score would make the
+model look untried, so it is refused (a model not measured yet is a candidate, not a row).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Final, Literal
@@ -30,6 +33,9 @@ DUPLICATE_POLICIES: Final = ("error", "mean", "max", "first")
 
 PARAMS_BENCHMARK: Final = "params_B"
 """The benchmark name that carries a model's parameter count in billions."""
+
+TOKENS_BENCHMARK: Final = "pretraining_tokens_T"
+"""The benchmark name that carries a model's pretraining tokens in trillions."""
 
 BUNDLED_BENCHMARKS: Final = {"open-llm-leaderboard-v2": "open_llm_leaderboard_v2.csv"}
 """Benchmark tables shipped in ``simscope/data`` (provenance in its README), by name."""
@@ -49,22 +55,29 @@ def bundled_benchmarks_path(name: str) -> Path:
     return Path(str(resources.files("simscope") / "data" / BUNDLED_BENCHMARKS[name]))
 
 
-def read_benchmarks(source: str | Path, *, duplicates: Duplicates = "error") -> pl.DataFrame:
+def read_benchmarks(
+    source: str | Path, *, duplicates: Duplicates = "error", model_column: str = "model"
+) -> pl.DataFrame:
     """Benchmarks (long, ``BENCHMARK_SCHEMA``) from a file or a bundled table's name.
 
-    The wide leaderboard layout's ``params_B`` column becomes rows with benchmark
-    ``params_B``. Rows marked ``duplicate_entry=yes`` are averaged (logged); other repeated
-    (model, benchmark) pairs follow ``duplicates``.
+    ``model_column`` names the column with the model ids (e.g. ``hf_id``). The wide
+    leaderboard layout's ``params_B`` column becomes rows with benchmark ``params_B``. Rows
+    marked ``duplicate_entry=yes`` are averaged (logged for a user's file; the bundled table's
+    are documented in ``simscope/data/README.md`` and logged at debug level only); other
+    repeated (model, benchmark) pairs follow ``duplicates``.
     """
-    path = (
-        bundled_benchmarks_path(str(source)) if str(source) in BUNDLED_BENCHMARKS else Path(source)
-    )
+    bundled = str(source) in BUNDLED_BENCHMARKS
+    path = bundled_benchmarks_path(str(source)) if bundled else Path(source)
     raw = _read_raw(path)
+    option = "--benchmark-model-column"
     if "benchmark" in raw.columns and "score" in raw.columns:
-        long = _long(raw, path, "Benchmarks", "benchmark", "model", None)
+        long = _long(raw, path, "Benchmarks", "benchmark", model_column, option)
     else:
-        raw = _average_marked_duplicates(raw, path)
-        long = _wide_to_long(raw, path, "Benchmarks", "benchmark", "model", None)
+        _check_models(raw, path, "Benchmarks", model_column, option)
+        raw = _average_marked_duplicates(
+            raw, path, model_column, level=logging.DEBUG if bundled else logging.INFO
+        )
+        long = _wide_to_long(raw, path, "Benchmarks", "benchmark", model_column, option)
     long = _resolve_duplicates(long, path, "benchmark", duplicates, "--benchmark-duplicates", raw)
     return check_frame(long.drop("_row"), BENCHMARK_SCHEMA, "Benchmarks", str(path))
 
@@ -99,9 +112,13 @@ def read_rm_results(
             )
         raw = kept
     if "metric" in raw.columns and "score" in raw.columns:
-        long = _long(raw, path, "RMResults", "metric", model_column, "--rm-model-column")
+        long = _long(
+            raw, path, "RMResults", "metric", model_column, "--rm-model-column", required=True
+        )
     else:
-        long = _wide_to_long(raw, path, "RMResults", "metric", model_column, "--rm-model-column")
+        long = _wide_to_long(
+            raw, path, "RMResults", "metric", model_column, "--rm-model-column", required=True
+        )
     long = _resolve_duplicates(long, path, "metric", duplicates, "--rm-duplicates", raw)
     return check_frame(long.drop("_row"), RM_RESULT_SCHEMA, "RMResults", str(path))
 
@@ -219,6 +236,13 @@ def _where(path: Path, row: int) -> str:
     return f"{path}:{row + 2}"
 
 
+def _position(path: Path, row: int) -> str:
+    """``line N`` (CSV, header = line 1) or ``row N`` (parquet) of data row ``row``."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return f"row {row + 1}"
+    return f"line {row + 2}"
+
+
 def _as_float(raw: pl.DataFrame, column: str) -> pl.Series:
     """``column`` as Float64; empty strings are missing."""
     s = raw.get_column(column)
@@ -227,18 +251,24 @@ def _as_float(raw: pl.DataFrame, column: str) -> pl.Series:
     return s.cast(pl.Float64, strict=False)
 
 
-def _first_bad(raw: pl.DataFrame, column: str) -> tuple[int, object] | None:
-    """(row, value) of the first non-empty cell of ``column`` that is not a finite number
-    (an infinite score would make every prediction and P(best) meaningless)."""
+def _first_bad(
+    raw: pl.DataFrame, column: str, *, required: bool = False
+) -> tuple[int, object] | None:
+    """(row, value) of the first cell of ``column`` that is not a finite number (an infinite
+    or NaN score would make every prediction and P(best) meaningless). Empty cells are
+    missing values unless ``required`` (then they are bad too, reported as ``''``)."""
     values = _as_float(raw, column)
     original = raw.get_column(column)
     if original.dtype == pl.String:
         original = original.str.strip_chars().replace("", None)
-    bad = (values.is_null() & original.is_not_null()) | values.is_infinite()
+    bad = (values.is_null() & original.is_not_null()) | values.is_infinite() | values.is_nan()
+    if required:
+        bad = bad | original.is_null()
     if not bad.any():
         return None
     i = int(bad.arg_true()[0])
-    return int(raw.get_column("_row")[i]), original[i]
+    found = original[i]
+    return int(raw.get_column("_row")[i]), "" if found is None else found
 
 
 def _check_models(
@@ -260,15 +290,28 @@ def _check_models(
         )
 
 
+def _found(value: object) -> str:
+    return "an empty cell" if value == "" else repr(value)
+
+
 def _long(
-    raw: pl.DataFrame, path: Path, table: str, key: str, model_column: str, fix: str | None
+    raw: pl.DataFrame,
+    path: Path,
+    table: str,
+    key: str,
+    model_column: str,
+    fix: str | None,
+    *,
+    required: bool = False,
 ) -> pl.DataFrame:
     _check_models(raw, path, table, model_column, fix)
-    bad = _first_bad(raw, "score")
+    bad = _first_bad(raw, "score", required=required)
     if bad is not None:
+        missing = required and (bad[1] == "" or str(bad[1]).strip().lower() == "nan")
+        untried = " (a model not measured yet is a candidate: leave its row out)" if missing else ""
         raise SimscopeError(
             f"{_where(path, bad[0])}: {table}: field 'score': expected a finite number, found "
-            f"{bad[1]!r}; fix the cell or delete the row"
+            f"{_found(bad[1])}; fix the cell or delete the row{untried}"
         )
     out = raw.select(
         "_row",
@@ -280,7 +323,14 @@ def _long(
 
 
 def _wide_to_long(
-    raw: pl.DataFrame, path: Path, table: str, key: str, model_column: str, fix: str | None
+    raw: pl.DataFrame,
+    path: Path,
+    table: str,
+    key: str,
+    model_column: str,
+    fix: str | None,
+    *,
+    required: bool = False,
 ) -> pl.DataFrame:
     _check_models(raw, path, table, model_column, fix)
     score_columns: list[str] = []
@@ -292,12 +342,21 @@ def _wide_to_long(
         if values.is_null().all():
             skipped.append(column)
             continue
-        bad = _first_bad(raw, column)
+        bad = _first_bad(raw, column, required=required)
         if bad is not None:
+            missing = bad[1] == "" or str(bad[1]).strip().lower() == "nan"
+            if required and missing:
+                fix_cell = (
+                    "fill the cell, or delete the row (a model not measured yet is a "
+                    "candidate), or give the long layout (model,metric,score) without that score"
+                )
+            elif required:
+                fix_cell = "fix the cell or delete the row"
+            else:
+                fix_cell = "fix the cell, leave it empty for a missing score, or delete the column"
             raise SimscopeError(
                 f"{_where(path, bad[0])}: {table}: field {column!r}: expected a finite number "
-                f"(the column holds scores), found {bad[1]!r}; fix the cell, leave it empty "
-                "for a missing score, or delete the column"
+                f"(the column holds scores), found {_found(bad[1])}; {fix_cell}"
             )
         score_columns.append(column)
     if skipped:
@@ -319,9 +378,11 @@ def _wide_to_long(
     return pl.concat(parts).filter(pl.col("score").is_not_null())
 
 
-def _average_marked_duplicates(raw: pl.DataFrame, path: Path) -> pl.DataFrame:
+def _average_marked_duplicates(
+    raw: pl.DataFrame, path: Path, model_column: str = "model", *, level: int = logging.INFO
+) -> pl.DataFrame:
     """Average the rows a leaderboard marks as repeated submissions of one model."""
-    if _MARK_COLUMN not in raw.columns or "model" not in raw.columns:
+    if _MARK_COLUMN not in raw.columns or model_column not in raw.columns:
         return raw
     is_marked = pl.col(_MARK_COLUMN).cast(pl.String).str.strip_chars().fill_null("") == "yes"
     marked = raw.filter(is_marked)
@@ -330,14 +391,17 @@ def _average_marked_duplicates(raw: pl.DataFrame, path: Path) -> pl.DataFrame:
     numeric = [
         c
         for c in raw.columns
-        if c not in ("_row", "model", _MARK_COLUMN) and not _as_float(raw, c).is_null().all()
+        if c not in ("_row", model_column, _MARK_COLUMN) and not _as_float(raw, c).is_null().all()
     ]
     marked = marked.with_columns(_as_float(marked, c).alias(c) for c in numeric)
-    averaged = marked.group_by("model", maintain_order=True).agg(
+    averaged = marked.group_by(model_column, maintain_order=True).agg(
         pl.col("_row").min(), *[pl.col(c).mean() for c in numeric]
     )
-    logger.info(
-        "%s: averaged repeated submissions of %s", path, averaged.get_column("model").to_list()
+    logger.log(
+        level,
+        "%s: averaged repeated submissions of %s",
+        path,
+        averaged.get_column(model_column).to_list(),
     )
     rest = raw.filter(~is_marked)
     rest = rest.with_columns(_as_float(rest, c).alias(c) for c in numeric)
@@ -387,3 +451,84 @@ def _differing_columns(raw: pl.DataFrame, rows: list[int]) -> list[str]:
         for c in raw.columns
         if c != "_row" and _as_float(raw, c).is_null().all() and sub.get_column(c).n_unique() > 1
     ]
+
+
+# ---- candidates -----------------------------------------------------------------------------
+
+CANDIDATE_COLUMNS: Final = ("family", "cost", PARAMS_BENCHMARK, TOKENS_BENCHMARK)
+"""Optional columns of a candidates file besides the model ids."""
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The models a user asks to rank, with what the file says about them."""
+
+    models: tuple[str, ...]
+    families: dict[str, str] = field(default_factory=dict)
+    costs: dict[str, float] = field(default_factory=dict)
+    params_b: dict[str, float] = field(default_factory=dict)
+    tokens_t: dict[str, float] = field(default_factory=dict)
+
+
+def read_candidates(path: str | Path, *, model_column: str = "model") -> Candidates:
+    """Candidates from a text file (one model id per line; ``#`` starts a comment) or a
+    CSV/parquet table with a ``model_column`` and optional ``family``, ``cost``, ``params_B``
+    and ``pretraining_tokens_T`` columns."""
+    path = Path(path)
+    if path.suffix.lower() in (".txt", ".list", ""):
+        if not path.is_file():
+            raise SimscopeError(f"{path}: no such file; give a text file with one model per line")
+        models: list[str] = []
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            name = line.split("#", 1)[0].strip()
+            if not name:
+                continue
+            if name in models:
+                raise SimscopeError(
+                    f"{path}:{lineno}: candidates: {name!r} is listed twice; keep one line"
+                )
+            models.append(name)
+        if not models:
+            raise SimscopeError(f"{path}: candidates: no model ids; expected one per line")
+        return Candidates(tuple(models))
+    raw = _read_raw(path)
+    _check_models(raw, path, "candidates", model_column, "--candidates-model-column")
+    names = [str(m).strip() for m in raw.get_column(model_column).to_list()]
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise SimscopeError(
+                f"{_where(path, i)}: candidates: field {model_column!r}: {name!r} is listed "
+                f"twice (also at {_position(path, seen[name])}); keep one row"
+            )
+        seen[name] = i
+    numbers: dict[str, dict[str, float]] = {}
+    for column in ("cost", PARAMS_BENCHMARK, TOKENS_BENCHMARK):
+        if column not in raw.columns:
+            continue
+        bad = _first_bad(raw, column)
+        if bad is not None:
+            raise SimscopeError(
+                f"{_where(path, bad[0])}: candidates: field {column!r}: expected a finite "
+                f"number, found {_found(bad[1])}; fix the cell or leave it empty"
+            )
+        values = _as_float(raw, column).to_list()
+        negative = [i for i, v in enumerate(values) if v is not None and v < 0]
+        if negative:
+            raise SimscopeError(
+                f"{_where(path, negative[0])}: candidates: field {column!r}: expected a number "
+                f">= 0, found {values[negative[0]]}; fix the cell"
+            )
+        numbers[column] = {n: float(v) for n, v in zip(names, values, strict=True) if v is not None}
+    families: dict[str, str] = {}
+    if "family" in raw.columns:
+        for name, family in zip(names, raw.get_column("family").to_list(), strict=True):
+            if family is not None and str(family).strip():
+                families[name] = str(family).strip()
+    return Candidates(
+        tuple(names),
+        families,
+        numbers.get("cost", {}),
+        numbers.get(PARAMS_BENCHMARK, {}),
+        numbers.get(TOKENS_BENCHMARK, {}),
+    )

@@ -49,9 +49,12 @@ def choose(table: dict[str, dict[str, Any]]) -> str:
     return max(table, key=lambda name: (table[name]["pair_tau"], -table[name]["mae"]))
 
 
-def decide(table: dict[str, dict[str, Any]], n_measured: int, level: float) -> Verdict:
-    """The verdict from the CV table (one row per predictor, see ``core``)."""
-    verdict = _decide(table, n_measured, level)
+def decide(
+    table: dict[str, dict[str, Any]], n_measured: int, level: float, chosen: str | None = None
+) -> Verdict:
+    """The verdict from the CV table (one row per predictor, see ``core``) for ``chosen``
+    (default: the predictor with the highest pair_tau)."""
+    verdict = _decide(table, n_measured, level, chosen)
     if MIN_MEASURED_FOR_RANKING <= n_measured < ROUGH_BELOW_N:
         return Verdict(
             verdict.status,
@@ -64,8 +67,10 @@ def decide(table: dict[str, dict[str, Any]], n_measured: int, level: float) -> V
     return verdict
 
 
-def _decide(table: dict[str, dict[str, Any]], n_measured: int, level: float) -> Verdict:
-    chosen = choose(table)
+def _decide(
+    table: dict[str, dict[str, Any]], n_measured: int, level: float, chosen: str | None
+) -> Verdict:
+    chosen = chosen or choose(table)
     row = table[chosen]
     k = len(table)
     pct = f"{level:.1%}"
@@ -89,7 +94,7 @@ def _decide(table: dict[str, dict[str, Any]], n_measured: int, level: float) -> 
         return Verdict(
             "no_reliable_ranking",
             chosen,
-            f"NO RELIABLE RANKING: none of the {k - 1} predictors orders held-out pairs of "
+            f"NO RELIABLE RANKING: none of the {k - 1} other predictors orders held-out pairs of "
             f"measured models better than chance (n = {n_measured}). The predicted ranking is not "
             "better than a guess; do not pick a base model by it.",
         )
@@ -124,3 +129,100 @@ def _decide(table: dict[str, dict[str, Any]], n_measured: int, level: float) -> 
     else:
         against = ""
     return Verdict("reliable_ranking", chosen, f"RELIABLE RANKING by {scored}{against}")
+
+
+RELIABLE_MIN_SPEARMAN: Final = 0.5
+"""A prior is trusted to rank only when the lower end of its held-out Spearman's interval
+(family bootstrap, 95%) reaches this; chosen by simulation on the published tables
+(``benchmarks/bench_select.py``, verdict calibration)."""
+
+
+def decide_prior(
+    *,
+    prior_name: str,
+    informative: bool,
+    spearman: float | None,
+    spearman_ci: tuple[float, float] | None,
+    size_spearman: float | None,
+    minus_size: float | None,
+    minus_size_ci: tuple[float, float] | None,
+    n_measured: int,
+    disagrees: bool,
+    agreement: float | None,
+    user_row: dict[str, Any] | None,
+    level: float,
+) -> Verdict:
+    """The verdict of a ranking calibrated around a published prior.
+
+    Rules, in order: a prior no feature set could check on held-out families, or one the
+    user's own scores disagree with, gives no reliable ranking; so does a prior whose
+    held-out Spearman's lower end is below ``RELIABLE_MIN_SPEARMAN``. A prior not reliably
+    better than ranking by size (the paired difference's interval reaches 0), and not shown
+    better than the best baseline by the user's own measured models, is "no better than
+    size". Otherwise the ranking is reliable.
+    """
+    chosen = "calibrated"
+    measured = (
+        f" {n_measured} measured model{'s' if n_measured != 1 else ''} calibrate it"
+        if n_measured
+        else " Nothing is measured yet: these are the prior's predictions for its own recipe"
+    )
+    if not informative or spearman is None or spearman_ci is None:
+        return Verdict(
+            "no_reliable_ranking",
+            chosen,
+            f"NO RELIABLE RANKING: no feature set of the prior {prior_name!r} predicts "
+            "held-out families of its own table; the ranking falls back to model size and "
+            "is not evidence. Measure candidates; do not pick by this ranking.",
+        )
+    scored = (
+        f"the prior {prior_name!r} ranks held-out families of its table with Spearman "
+        f"{_fmt(spearman, spearman_ci)} (95% family bootstrap)"
+    )
+    size = (
+        f"; ranking by log(params) scores {size_spearman:+.2f} there"
+        if size_spearman is not None
+        else ""
+    )
+    if disagrees:
+        return Verdict(
+            "no_reliable_ranking",
+            chosen,
+            f"NO RELIABLE RANKING: {scored}, but your {n_measured} measured models disagree "
+            f"with it (their scores follow its predictions with correlation {agreement:.2f}): "
+            "your recipe or metric differs from the prior's; the intervals are widened "
+            "accordingly. Measure more candidates before picking.",
+        )
+    if spearman_ci[0] < RELIABLE_MIN_SPEARMAN:
+        return Verdict(
+            "no_reliable_ranking",
+            chosen,
+            f"NO RELIABLE RANKING: {scored}{size}; the interval reaches below "
+            f"{RELIABLE_MIN_SPEARMAN}, too weak to pick by.{measured}.",
+        )
+    user_better = (
+        user_row is not None
+        and user_row.get("pair_tau_minus_best_baseline_ci") is not None
+        and user_row["pair_tau_minus_best_baseline_ci"][0] > 0.0
+    )
+    if (minus_size_ci is None or minus_size_ci[0] <= 0.0) and not user_better:
+        diff = (
+            f" (difference {_fmt(minus_size, minus_size_ci)})"
+            if minus_size is not None and minus_size_ci is not None
+            else ""
+        )
+        return Verdict(
+            "no_better_than_baseline",
+            chosen,
+            f"NO BETTER THAN SIZE: {scored}{size}{diff}: the prior is not reliably better "
+            "than picking the largest candidate, and ranking by log(params) is as well "
+            f"supported.{measured}.",
+        )
+    against = (
+        f" It beats ranking by size by {_fmt(minus_size, minus_size_ci)}."
+        if minus_size is not None and minus_size_ci is not None and minus_size_ci[0] > 0.0
+        else f" Your measured models show it beats the best baseline ({level:.1%} interval)."
+    )
+    return Verdict(
+        "reliable_ranking", chosen, f"RELIABLE RANKING: {scored}{size}.{against}{measured}."
+    )
