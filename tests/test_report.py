@@ -127,6 +127,8 @@ def make_summary() -> CVSummary:
         interval_coverage_models=3,
         interval_coverage_finite=3,
         interval_note="",
+        expected_spearman=0.7,
+        expected_spearman_low=0.4,
         weights={
             "semantic.coverage_k5/chosen": 0.61,
             "semantic.mauve/chosen": 0.22,

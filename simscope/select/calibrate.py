@@ -44,8 +44,14 @@ B_LOG_SDS: Final = (0.15, 0.35, 1.0)
 RESIDUAL_STRENGTHS: Final = (0.0, 0.1, 0.3, 1.0, 3.0)
 """Residual-model strengths lam (prior SD of a weight per SD of its feature, in units of the
 spread of the measured scores); CV picks one."""
-MIN_FOR_CV: Final = 5
-"""Fewest measured models (in at least 3 families) for CV to choose the strengths."""
+MIN_FOR_CV: Final = 8
+"""Fewest measured models (in at least ``MIN_FAMILIES_FOR_CV`` families) for CV to choose
+the strengths; below, the defaults (residual model off) hold."""
+MIN_FAMILIES_FOR_CV: Final = 5
+SWITCH_SE: Final = 2.0
+"""A setting replaces the default only when its grouped-CV error is lower by more than this
+many standard errors of the paired per-family difference (on the pilot simulation a free
+choice at 5 measured models ranked worse than the prior alone)."""
 N_B: Final = 25
 N_R: Final = 15
 OTHER_B_SPAN: Final = 30.0
@@ -276,18 +282,19 @@ def choose_strength(
     *,
     z_spread: float,
 ) -> tuple[CalibrationPrior, list[StrengthScore]]:
-    """The prior strengths with the lowest leave-one-family-out error over the measured
-    models, by the one-standard-error rule toward the strongest shrinkage (narrowest b
-    prior, weakest residual model); the defaults when there are too few models or
-    families. Another metric has no b width to choose."""
+    """The prior strengths chosen by leave-one-family-out error over the measured models:
+    the default (b's default width, residual model off) unless another setting errs less by
+    more than ``SWITCH_SE`` standard errors (the best such one); the default when there are
+    too few models or families. Another metric has no b width to choose."""
     groups_arr = np.asarray(groups)
     fams = np.unique(groups_arr)
     q = phi.shape[1] if phi.ndim == 2 else 0
-    if y.size < MIN_FOR_CV or fams.size < 3:
+    if y.size < MIN_FOR_CV or fams.size < MIN_FAMILIES_FOR_CV:
         return prior, []
     widths = B_LOG_SDS if prior.same_metric else (prior.b_log_sd,)
     residuals = RESIDUAL_STRENGTHS if q else (0.0,)
     scores: list[StrengthScore] = []
+    per_family: dict[tuple[float, float], np.ndarray] = {}
     for width in widths:
         for lam in residuals:
             trial = replace(prior, b_log_sd=width, residual=lam)
@@ -305,17 +312,23 @@ def choose_strength(
                     z_spread=z_spread,
                 )
                 err[test] = post.mean(z[test], phi[test]) - y[test]
-            per_family = np.array([np.mean(err[groups_arr == f] ** 2) for f in fams])
+            fam_err = np.array([np.sum(err[groups_arr == f] ** 2) for f in fams])
+            per_family[(width, lam)] = fam_err
             scores.append(
                 StrengthScore(
                     width,
                     lam,
                     float(np.mean(err**2)),
-                    float(per_family.std(ddof=1) / math.sqrt(fams.size)),
+                    float(fam_err.std(ddof=1) / math.sqrt(fams.size)),
                 )
             )
-    best = min(scores, key=lambda s: s.mse)
-    # Strongest shrinkage first: narrow b prior, then weak residual model.
-    simplest = sorted(scores, key=lambda s: (s.residual, s.b_log_sd))
-    pick = next(s for s in simplest if s.mse <= best.mse + best.se)
-    return replace(prior, b_log_sd=pick.b_log_sd, residual=pick.residual), scores
+    default = (prior.b_log_sd if prior.b_log_sd in widths else widths[0], 0.0)
+    base = per_family[default]
+    pick = default
+    for score in sorted(scores, key=lambda s: s.mse):
+        diff = base - per_family[(score.b_log_sd, score.residual)]
+        se = float(diff.std(ddof=1) / math.sqrt(diff.size))
+        if float(diff.mean()) > SWITCH_SE * se:
+            pick = (score.b_log_sd, score.residual)
+            break
+    return replace(prior, b_log_sd=pick[0], residual=pick[1]), scores

@@ -30,6 +30,7 @@ from typing import Any, Final
 
 import numpy as np
 import polars as pl
+from scipy.stats import rankdata
 
 from simscope.errors import SimscopeError
 from simscope.records import SELECTION_SCHEMA
@@ -130,6 +131,7 @@ def select_models(
     budget: float | None = None,
     cost: CostConfig | None = None,
     costs: Mapping[str, float] | None = None,
+    baselines: bool = True,
 ) -> SelectionResult:
     """Rank candidate base models for ``target_metric`` (see the module doc for how).
 
@@ -141,7 +143,9 @@ def select_models(
     features). ``families`` gives a model's family (else inferred from its id).
     ``covariates`` are a candidates file's ``params_B`` / ``pretraining_tokens_T`` columns.
     ``suggest`` asks for that many models to measure next, ``budget`` for the best candidate
-    within it under the cost model ``cost`` or the user's ``costs``.
+    within it under the cost model ``cost`` or the user's ``costs``. ``baselines=False``
+    skips cross-validating the user-only predictors (the calibrated ranker does not need
+    them; simulations that call this many times do).
     """
     if not 0.0 < coverage < 1.0:
         raise SimscopeError(f"select: coverage must be in (0, 1); got {coverage}")
@@ -242,8 +246,8 @@ def select_models(
         cost=cost or CostConfig(),
         costs=costs or {},
         covariates=covariates or {},
-        benchmarks=benchmarks,
         notes=notes,
+        baselines=baselines,
     )
 
 
@@ -301,8 +305,8 @@ def _select(
     cost: CostConfig,
     costs: Mapping[str, float],
     covariates: Mapping[str, Mapping[str, float]],
-    benchmarks: pl.DataFrame | None,
     notes: list[str],
+    baselines: bool,
 ) -> SelectionResult:
     measured = features.measured
     n = int(measured.sum())
@@ -380,8 +384,8 @@ def _select(
         )
 
     # ---- the user-only predictors, cross-validated ------------------------------------------
-    specs = predictor_specs(features) if n >= 3 else []
-    if calib_spec is not None and n >= 3:
+    specs = predictor_specs(features) if n >= 3 and (baselines or calib_spec is None) else []
+    if calib_spec is not None and specs:
         specs.append(calib_spec)
     X_m, y_m = features.X[measured], features.y[measured]
     table: dict[str, dict[str, Any]] = {}
@@ -490,6 +494,7 @@ def _select(
         fitted_for_extrapolation = full
 
     # ---- verdict -------------------------------------------------------------------------
+    expected = _expected_spearman(draws, predicted, untried) if calib_spec else (None, None)
     prior_summary = _prior_summary(pp, prior, same_metric, seed) if pp is not None else None
     if ranker == "prior_calibrated":
         assert prior_summary is not None and calibration is not None
@@ -501,6 +506,8 @@ def _select(
             size_spearman=prior_summary.size_spearman,
             minus_size=prior_summary.minus_size,
             minus_size_ci=prior_summary.minus_size_ci,
+            expected=expected[0],
+            expected_low=expected[1],
             n_measured=n,
             disagrees=calibration.disagrees,
             agreement=calibration.agreement,
@@ -600,6 +607,8 @@ def _select(
         interval_coverage_models=checked,
         interval_coverage_finite=finite,
         interval_note=interval_note,
+        expected_spearman=expected[0],
+        expected_spearman_low=expected[1],
         weights=weights,
         intercept=float(intercept),
         hyperparameters={k: float(v) for k, v in hyper.items()},
@@ -633,6 +642,22 @@ _NOTES: Final = (
     "calibrated intervals and P(best): joint posterior draws; measured models' own "
     "predictions and intervals come from a fit without their family (held_out).",
 )
+
+
+def _expected_spearman(
+    draws: np.ndarray | None, predicted: np.ndarray, untried: np.ndarray, n: int = 1000
+) -> tuple[float | None, float | None]:
+    """Mean and 10% quantile, over posterior draws, of the Spearman between the predicted
+    order of the untried models and their drawn true scores."""
+    if draws is None or int(untried.sum()) < 3:
+        return None, None
+    sub = draws[:n, untried]
+    ranks = rankdata(sub, axis=1)
+    mine = rankdata(predicted[untried])
+    mine = (mine - mine.mean()) / mine.std()
+    ranks = (ranks - ranks.mean(axis=1, keepdims=True)) / ranks.std(axis=1, keepdims=True)
+    rho = (ranks * mine[None, :]).mean(axis=1)
+    return float(rho.mean()), float(np.quantile(rho, 0.1))
 
 
 def _opt(x: float) -> float | None:
@@ -957,10 +982,9 @@ def _selection_frame(
 ) -> pl.DataFrame:
     y = features.y
     expected = np.where(np.isnan(y), predicted, y)
-    # Best first; equal values keep the models' alphabetical order.
-    order = sorted(range(len(y)), key=lambda i: (-expected[i], features.models[i]))
-    rank = np.empty(len(y), dtype=np.int64)
-    rank[order] = np.arange(1, len(y) + 1)
+    # Best first; equal values share a rank (an uninformative predictor predicts one value
+    # for every untried model: they are tied, not ranked alphabetically).
+    rank = rankdata(-np.round(expected, 9), method="min").astype(np.int64)
     df = pl.DataFrame(
         {
             "model": list(features.models),
@@ -977,7 +1001,7 @@ def _selection_frame(
     return df.with_columns(
         pl.when(pl.col(c).is_finite()).then(pl.col(c)).otherwise(None).alias(c)
         for c in ("pi_low", "pi_high", "observed")
-    ).sort("rank")
+    ).sort("rank", "model")
 
 
 def write_selection(result: SelectionResult, out_dir: str | Path) -> tuple[Path, Path]:

@@ -1,10 +1,14 @@
 """The feature matrix of the select stage: which models, which features, which target.
 
-Joins Profile features (``slice/metric``), benchmark scores and ``log_params`` on exact model
-names, matches the measured RM results to them, and screens features on the measured models.
-Profile metrics of the contamination family (exact n-gram containment, near-duplicate rates)
-find copies, not closeness; they are left out of the features and listed in the report.
-Every decision that loses or fills information is written to the report, never done
+Joins Profile features (``slice/metric``, the transfer probe's ``transfer.*`` rows
+included), benchmark scores, ``log_params`` and ``log_tokens`` on exact model names, matches
+the measured RM results to them, and screens features on the measured models. Only benchmark
+*scores* are features: a column named like a rank, an id, a count or a date
+(``NOT_A_SCORE``), one named like an RM-results metric, and one whose values equal the
+target on every measured model are left out and listed with the reason (a table holding the
+target would otherwise predict it with itself). Profile metrics of the contamination family
+(exact n-gram containment, near-duplicate rates) find copies, not closeness; they are left
+out too. Every decision that loses or fills information is written to the report, never done
 silently: unmatched names (with the closest names found), features dropped (too often
 missing, or constant), and which models get which features imputed.
 """

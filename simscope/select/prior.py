@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import polars as pl
@@ -395,7 +395,50 @@ def prior_features(
     return models, names, X
 
 
+_MEMO: dict[tuple[Any, ...], PriorPrediction] = {}
+_MEMO_SIZE: Final = 16
+
+
+def _frame_key(df: pl.DataFrame | None) -> tuple[Any, ...]:
+    if df is None:
+        return ()
+    return (tuple(df.columns), df.height, int(df.hash_rows(seed=0).sum()))
+
+
 def predict_with_prior(
+    table: PriorTable,
+    scope: Sequence[str],
+    bench_wide: pl.DataFrame | None,
+    *,
+    metric: str,
+    covariates: pl.DataFrame | None = None,
+    evaluate: bool = True,
+) -> PriorPrediction:
+    """``_predict_with_prior``, remembered for the last few inputs of this process (the same
+    prior is refit for every candidate set of a simulation or notebook session; the inputs
+    are keyed by content, so a changed table is refit)."""
+    key = (
+        table.name,
+        table.main_metric,
+        _frame_key(table.scores),
+        _frame_key(table.covariates),
+        tuple(sorted(table.families.items())),
+        tuple(scope),
+        _frame_key(bench_wide),
+        metric,
+        _frame_key(covariates),
+        evaluate,
+    )
+    if key not in _MEMO:
+        if len(_MEMO) >= _MEMO_SIZE:
+            _MEMO.pop(next(iter(_MEMO)))
+        _MEMO[key] = _predict_with_prior(
+            table, scope, bench_wide, metric=metric, covariates=covariates, evaluate=evaluate
+        )
+    return _MEMO[key]
+
+
+def _predict_with_prior(
     table: PriorTable,
     scope: Sequence[str],
     bench_wide: pl.DataFrame | None,

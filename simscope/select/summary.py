@@ -224,6 +224,11 @@ class CVSummary:
     interval_coverage_models: int
     interval_coverage_finite: int
     interval_note: str
+    expected_spearman: float | None
+    """Posterior mean of the Spearman between the predicted ranking of the untried models
+    and their true scores (None with fewer than 3 untried or no posterior)."""
+    expected_spearman_low: float | None
+    """Its 10% quantile: the ranking is this good or better with 90% probability."""
     weights: dict[str, float]
     intercept: float
     hyperparameters: dict[str, float]
