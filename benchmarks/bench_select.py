@@ -89,7 +89,9 @@ def cold_start(table: PriorTable, bench: pl.DataFrame, fam: dict[str, str]) -> l
     groups = np.array(group_codes(models, fam))
     targets = {m: np.array([scores_of(table, m)[x] for x in models]) for m in table.metrics}
     lp = F[:, names.index(LOG_PARAMS)]
-    bench_cols = [i for i, n in enumerate(names) if n not in (LOG_PARAMS, "log_tokens", "benchmark_mean")]
+    bench_cols = [
+        i for i, n in enumerate(names) if n not in (LOG_PARAMS, "log_tokens", "benchmark_mean")
+    ]
     rows = []
     for metric in (MAIN, *CATEGORIES):
         y = targets[metric]
@@ -142,9 +144,7 @@ def rm_frame(models: list[str], values: dict[str, float], metric: str) -> pl.Dat
     )
 
 
-def untried_scores(
-    truth: np.ndarray, pred: np.ndarray
-) -> tuple[float, bool, bool]:
+def untried_scores(truth: np.ndarray, pred: np.ndarray) -> tuple[float, bool, bool]:
     best = int(np.argmax(truth))
     order = np.argsort(-pred, kind="stable")
     return spearman(pred, truth), bool(order[0] == best), bool(best in order[:3])
@@ -208,8 +208,10 @@ def pilot(
                     *untried_scores(truth, np.array([bvals[m] for m in untried])),
                     None,
                 )
-                rows["user-only enet"] = (*_user_enet(bench, measured, untried, truth_all, metric,
-                                                      truth), None)
+                rows["user-only enet"] = (
+                    *_user_enet(bench, measured, untried, truth_all, metric, truth),
+                    None,
+                )
                 pp = predict_with_prior(prior, user, wide, metric=MAIN, evaluate=False)
                 z = dict(zip(pp.models, pp.mean.tolist(), strict=True))
                 rows["prior alone"] = (
@@ -278,7 +280,11 @@ def suggest_sim(
     lp_all = log_params_of(table)
     truth_all = scores_of(table, MAIN)
     rng = np.random.default_rng(seed + 1)
-    out: dict[str, list[float]] = {"simscope --suggest": [], "random order": [], "largest first": []}
+    out: dict[str, list[float]] = {
+        "simscope --suggest": [],
+        "random order": [],
+        "largest first": [],
+    }
     for d in range(draws):
         pub, user = split(fam, rng)
         prior = table.subset(set(pub), name=f"{PRIOR}[published half]")
@@ -377,8 +383,10 @@ def main() -> None:
         out["pilot"] = records
         summary = summarize(records)
         print(f"\n## 2. Pilot ({time.perf_counter() - t:.0f} s)")
-        print(f"{'target':<10} {'k':>3} {'method':<15} {'spearman':>8} {'top1':>5} {'top3':>5} "
-              f"{'cover':>5}")
+        print(
+            f"{'target':<10} {'k':>3} {'method':<15} {'spearman':>8} {'top1':>5} {'top3':>5} "
+            f"{'cover':>5}"
+        )
         for r in summary.iter_rows(named=True):
             cov = "" if r["coverage"] is None else f"{r['coverage']:5.2f}"
             print(

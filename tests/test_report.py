@@ -771,3 +771,21 @@ def test_report_in_headless_chromium(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-2000:]
     assert shot.exists() and shot.stat().st_size > 10_000
     assert "Uncaught" not in run.stderr
+
+
+def test_select_sections_show_prior_calibration_cost_front_and_suggestion(full_doc: str) -> None:
+    def section(sid: str) -> str:
+        return full_doc.split(f'<section id="{sid}">')[1].split("</section>")[0]
+
+    nxt = section("next")
+    assert '<ol id="suggestions">' in nxt and "tiny-mix-70-30" in nxt
+    assert "today&#x27;s pick is tiny-dialogue" in nxt
+    cost = section("cost")
+    assert '<figure id="pareto">' in cost and "<svg" in cost and "Pareto front" in cost
+    prior = section("prior")
+    assert "Prior ahrabian2025-regression" in prior
+    assert "Spearman +0.83 [+0.66, +0.93]" in prior
+    assert "Candidate prior models (grouped CV)" in prior
+    assert 'id="calibration"' in prior and "calibrate ahrabian2025-regression" in prior
+    empty = render_report(dataclasses.replace(make_inputs(), cv_summary=None))
+    assert "No suggestions asked for" in empty and "No costs" in empty and "No prior" in empty

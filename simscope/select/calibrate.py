@@ -171,19 +171,32 @@ def _chol(cov: np.ndarray) -> np.ndarray:
 
 
 def _grid(
-    prior: CalibrationPrior, y: np.ndarray, z: np.ndarray
+    prior: CalibrationPrior,
+    y: np.ndarray,
+    z: np.ndarray,
+    span: tuple[float, float, float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(b, r, log prior weight) of every grid cell."""
-    r = np.exp(np.linspace(math.log(SAME_R) - 2.5 * R_LOG_SD, math.log(SAME_R) + 2.5, N_R))
+    """(b, r, log prior weight) of every grid cell: log-spaced over the prior's range, or
+    over ``span`` = (log b low, log b high, log r low, log r high) when refining."""
+    r_lo, r_hi = math.log(SAME_R) - 2.5 * R_LOG_SD, math.log(SAME_R) + 2.5 * R_LOG_SD
+    if span is not None:
+        r_lo, r_hi = span[2], span[3]
+    r = np.exp(np.linspace(r_lo, r_hi, N_R))
     log_pr = -0.5 * ((np.log(r) - math.log(SAME_R)) / R_LOG_SD) ** 2
     if prior.same_metric:
         half = 2.5 * prior.b_log_sd
-        b = np.exp(np.linspace(-half, half, N_B))
+        lo, hi = (-half, half) if span is None else span[:2]
+        b = np.exp(np.linspace(lo, hi, N_B))
         log_pb = -0.5 * (np.log(b) / prior.b_log_sd) ** 2
+    elif span is not None:
+        b = np.exp(np.linspace(span[0], span[1], N_B))
+        log_pb = np.zeros(N_B)
     else:
         ratio = 1.0
         if y.size >= 2 and np.std(z) > 0 and np.std(y) > 0:
             ratio = float(np.std(y) / np.std(z))
+        elif y.size >= 2 and np.std(z) > 0:
+            ratio = 1e-6 * max(1.0, float(np.abs(y).mean())) / float(np.std(z))  # all equal
         b = ratio * np.exp(np.linspace(-math.log(OTHER_B_SPAN), math.log(OTHER_B_SPAN), N_B))
         log_pb = np.zeros(N_B)  # log-uniform: no preferred scale
     bb, rr = np.meshgrid(b, r, indexing="ij")
@@ -204,13 +217,42 @@ def fit_calibration(
     """The grid posterior from the measured models' scores ``y`` (k,), prior means ``z``,
     prior variances ``v`` and features ``phi`` (k, q). ``center`` is where ``a`` is the
     level; ``z_spread`` (the spread of z over the models in scope) sets ``a``'s prior."""
+    post = _fit_on_grid(y, z, v, phi, prior, center=center, z_spread=z_spread, span=None)
+    if y.shape[0] == 0:
+        return post
+    # Refine: a second grid over where the first one put its mass, so that with many measured
+    # models (a sharp posterior) the grid's step does not bias b or r.
+    lb, lr = np.log(post.b), np.log(np.maximum(post.r, 1e-12))
+    keep = post.weight > 1e-6 * post.weight.max()
+    step_b = (lb.max() - lb.min()) / max(N_B - 1, 1)
+    step_r = (lr.max() - lr.min()) / max(N_R - 1, 1)
+    span = (
+        float(lb[keep].min() - step_b),
+        float(lb[keep].max() + step_b),
+        float(lr[keep].min() - step_r),
+        float(lr[keep].max() + step_r),
+    )
+    return _fit_on_grid(y, z, v, phi, prior, center=center, z_spread=z_spread, span=span)
+
+
+def _fit_on_grid(
+    y: np.ndarray,
+    z: np.ndarray,
+    v: np.ndarray,
+    phi: np.ndarray,
+    prior: CalibrationPrior,
+    *,
+    center: float,
+    z_spread: float,
+    span: tuple[float, float, float, float] | None,
+) -> Posterior:
     k = y.shape[0]
     n_phi = phi.shape[1]
     if prior.residual <= 0.0:
         phi = phi[:, :0]  # the residual model is off: a and b alone
     q = phi.shape[1]
     d = 1 + q
-    b, r, log_prior = _grid(prior, y, z)
+    b, r, log_prior = _grid(prior, y, z, span)
     s = prior.prior_sd
     G = b.size
     # Prior precision and mean of theta = (a, w) in each cell.

@@ -467,7 +467,7 @@ def _select(
             chosen_loo.spec, X_m, y_m, penalty=full.params_, coverage=coverage, seed=seed
         )
         if cover is None:
-            need = math.ceil(1.0 / (1.0 - coverage)) - 1
+            need = next(m for m in range(1, 10_000) if math.ceil(coverage * (m + 1) - 1e-9) <= m)
             interval_note = (
                 f"{coverage:.0%} jackknife+ intervals need at least {need} measured models "
                 f"(have {n}): they are unbounded, so their coverage cannot be checked; lower "
@@ -508,6 +508,7 @@ def _select(
             minus_size_ci=prior_summary.minus_size_ci,
             expected=expected[0],
             expected_low=expected[1],
+            same_metric=same_metric,
             n_measured=n,
             disagrees=calibration.disagrees,
             agreement=calibration.agreement,

@@ -266,8 +266,10 @@ def build_features(
         names = [names[j] for j in keep_cols]
         groups = [groups[j] for j in keep_cols]
 
-    screen_rows = has_y if has_y.sum() >= MIN_MEASURED else np.ones(len(models), dtype=bool)
-    keep, dropped = _screen(X[screen_rows], names, max_missing_share)
+    if has_y.sum() >= MIN_MEASURED:
+        keep, dropped = _screen(X[has_y], names, max_missing_share)
+    else:  # nothing to fit on the user's side: keep every feature (a prior uses its own)
+        keep, dropped = list(range(len(names))), {}
     if dropped:
         logger.info("dropped features: %s", dropped)
     X = X[:, keep]

@@ -474,9 +474,11 @@ def _predict_with_prior(
     share = (~np.isnan(P)).mean(axis=0)
     usable = [n for n, s in zip(names, share, strict=True) if s >= MIN_FEATURE_SHARE]
     if not usable:
+        covered = int((~np.isnan(P)).any(axis=1).sum())
         raise SimscopeError(
-            f"prior {table.name!r}: none of its models has features in the benchmark table "
-            "(or parameter counts); give the benchmark table its models are on"
+            f"prior {table.name!r}: only {covered} of its {len(prior_models)} models with "
+            f"{metric!r} have features in the benchmark table (a feature must be known for "
+            f"{MIN_FEATURE_SHARE:.0%} of them); give a benchmark table that covers its models"
         )
     fam = assign_families(prior_models, table.families)
     metrics = {m: targets_frame.get_column(m).to_numpy() for m in targets_frame.columns[1:]}

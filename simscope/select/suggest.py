@@ -7,7 +7,8 @@ Today's pick is the model with the highest mean; the expected **regret** of pick
 E[max of the true scores] - its mean. Measuring candidate j reveals y_j ~ N(mu_j, S_jj) and,
 by Gaussian conditioning, moves every untried mean by S_cj / S_jj (y_j - mu_j); its value is
 the expected rise of the best mean, E[max_c mu'_c] - max_c mu_c (the knowledge gradient with
-correlated beliefs, Frazier, Powell & Dayanik 2009), computed by Gauss-Hermite quadrature.
+correlated beliefs, Frazier, Powell & Dayanik 2009), computed exactly from the upper
+envelope of the lines mu_c + shift_c x.
 It is exactly the expected fall in regret. Several suggestions are chosen greedily: each
 next one is valued after conditioning the covariance on the ones before (as if they had
 been measured; the means are unchanged in expectation).
@@ -15,14 +16,13 @@ been measured; the means are unchanged in expectation).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from typing import Final
 
 import numpy as np
+from scipy.stats import norm
 
 from simscope.select.summary import Suggestion
-
-N_NODES: Final = 41
 
 
 def expected_regret(draws: np.ndarray) -> float:
@@ -30,10 +30,40 @@ def expected_regret(draws: np.ndarray) -> float:
     return float(draws.max(axis=1).mean() - draws.mean(axis=0).max())
 
 
+def _expected_max_of_lines(a: np.ndarray, b: np.ndarray) -> float:
+    """E[max_c (a_c + b_c X)] for X ~ N(0, 1), exactly: the integral of the lines' upper
+    envelope against the normal density (Frazier, Powell & Dayanik 2009, Algorithm 1)."""
+    order = np.lexsort((a, b))  # by slope, then intercept
+    a, b = a[order], b[order]
+    # keep the highest intercept of each slope
+    last = np.r_[b[1:] != b[:-1], True]
+    a, b = a[last], b[last]
+    hull: list[int] = []
+    starts: list[float] = []
+    for i in range(a.size):
+        while hull:
+            j = hull[-1]
+            x = (a[j] - a[i]) / (b[i] - b[j])  # where line i overtakes line j
+            if x <= starts[-1]:
+                hull.pop()
+                starts.pop()
+            else:
+                hull.append(i)
+                starts.append(x)
+                break
+        if not hull:
+            hull.append(i)
+            starts.append(-math.inf)
+    bounds = [*starts, math.inf]
+    total = 0.0
+    for n, i in enumerate(hull):
+        lo, hi = bounds[n], bounds[n + 1]
+        total += a[i] * (norm.cdf(hi) - norm.cdf(lo)) + b[i] * (norm.pdf(lo) - norm.pdf(hi))
+    return float(total)
+
+
 def knowledge_gradient(mu: np.ndarray, cov: np.ndarray, untried: np.ndarray) -> np.ndarray:
     """Value of measuring each model (0 for measured ones): E[max mu'] - max mu."""
-    nodes, weights = np.polynomial.hermite_e.hermegauss(N_NODES)
-    weights = weights / weights.sum()
     best = float(mu.max())
     out = np.zeros(mu.size)
     for j in np.flatnonzero(untried):
@@ -42,8 +72,7 @@ def knowledge_gradient(mu: np.ndarray, cov: np.ndarray, untried: np.ndarray) -> 
             continue
         shift = np.zeros(mu.size)
         shift[untried] = cov[untried, j] / sd  # mean change per SD of y_j
-        moved = mu[None, :] + nodes[:, None] * shift[None, :]
-        out[j] = max(0.0, float(weights @ moved.max(axis=1)) - best)
+        out[j] = max(0.0, _expected_max_of_lines(mu.astype(float), shift) - best)
     return out
 
 
