@@ -159,7 +159,7 @@ def prior_markup(view: dict[str, Any] | None) -> str:
             svg = scatter_plot(
                 [
                     ScatterGroup(
-                        "published model (its family held out)",
+                        "published model",
                         [h[1] for h in p["held_out"]],
                         [h[2] for h in p["held_out"]],
                         "#009E73",

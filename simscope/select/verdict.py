@@ -94,7 +94,8 @@ def _decide(
         return Verdict(
             "no_reliable_ranking",
             chosen,
-            f"NO RELIABLE RANKING: none of the {k - 1} other predictors orders held-out pairs of "
+            f"NO RELIABLE RANKING: none of the {k - 1} other predictor{'s' if k != 2 else ''} "
+            "orders held-out pairs of "
             f"measured models better than chance (n = {n_measured}). The predicted ranking is not "
             "better than a guess; do not pick a base model by it.",
         )
