@@ -16,11 +16,11 @@ import logging
 import platform
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import polars as pl
@@ -58,6 +58,8 @@ from simscope.semantic.topics import Topics, fit_topics, topic_mass
 from simscope.stats import DEFAULT_N_BOOT
 from simscope.storage import (
     atomic_dir,
+    check_replaceable,
+    foreign_entries,
     hash_corpus_texts,
     hash_file,
     hash_texts,
@@ -145,6 +147,8 @@ class RunConfig:
     likelihood: LikelihoodConfig = field(default_factory=LikelihoodConfig)
     select: SelectSection = field(default_factory=SelectSection)
     execution: EngineConfig | None = None
+    config_path: Path | None = field(default=None, metadata={"toml": False})
+    """The file this config was read from (set by :func:`load_run_config`, not a TOML key)."""
 
     def __post_init__(self) -> None:
         if not self.candidates:
@@ -192,6 +196,7 @@ def load_run_config(path: Path) -> RunConfig:
 
     return replace(
         cfg,
+        config_path=path,
         preferences=replace(cfg.preferences, path=resolve(cfg.preferences.path) or Path()),
         candidates=tuple(
             replace(c, corpus=resolve(c.corpus), model=resolve_model(c.model))
@@ -369,6 +374,44 @@ def profile_only(
     return done.profile
 
 
+RUN_FILES: Final = (*REPORT_FILES.values(), "report.html")
+"""What a run writes into its directory (and all an older simscope's run directory held)."""
+
+
+def _inputs(cfg: RunConfig) -> list[Path]:
+    """Every path a run reads or keeps: none of them may lie inside the run directory."""
+    paths = [cfg.preferences.path, Path(cfg.indexes_dir)]
+    if cfg.config_path is not None:
+        paths.append(cfg.config_path)
+    for c in cfg.candidates:
+        paths += [p for p in (c.corpus, Path(c.model) if c.model else None) if p is not None]
+    for p in (cfg.select.rm_results, cfg.select.model_map):
+        if p is not None:
+            paths.append(p)
+    if cfg.select.benchmarks and Path(cfg.select.benchmarks).exists():
+        paths.append(Path(cfg.select.benchmarks))
+    return paths
+
+
+def check_run_dir(out: Path, inputs: Sequence[Path]) -> None:
+    """Refuse a run directory the run could not replace without deleting what is not its own:
+    one that holds (or is) an input, the config's folder or a parent of it, or a non-empty
+    directory simscope did not write."""
+    out = Path(out).resolve()
+    for path in inputs:
+        p = Path(path).resolve()
+        if p == out or out in p.parents:
+            held = "is" if p == out else "holds"
+            raise SimscopeError(
+                f"out_dir: {out} {held} {p}, which the run reads; the run directory is replaced "
+                'as a whole, so it must be a folder of its own (e.g. out_dir = "run")'
+            )
+    try:
+        check_replaceable(out, legacy_files=RUN_FILES)
+    except SimscopeError as e:
+        raise SimscopeError(f"out_dir: {e}") from None
+
+
 def run(cfg: RunConfig, *, rebuild: bool = False, progress: bool = True) -> RunResult:
     """Run every configured stage and write the run directory (see the module doc).
 
@@ -377,13 +420,7 @@ def run(cfg: RunConfig, *, rebuild: bool = False, progress: bool = True) -> RunR
     the previous run's), so a failed run leaves the previous one intact and never a mix.
     """
     out = Path(cfg.out_dir).resolve()
-    if out.exists() and not out.is_dir():
-        raise SimscopeError(f"out_dir: {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / REPORT_FILES["profile"]).is_file():
-        raise SimscopeError(
-            f"out_dir: {out} holds files but no {REPORT_FILES['profile']}, so it is not a "
-            "simscope run directory; the run replaces its directory as a whole: choose a new one"
-        )
+    check_run_dir(out, _inputs(cfg))
     select_inputs = _read_select_inputs(cfg)
     done = _profile(cfg, rebuild=rebuild, progress=progress)
     prefs, corpora, profile, semantic = done.prefs, done.corpora, done.profile, done.semantic
@@ -409,7 +446,7 @@ def run(cfg: RunConfig, *, rebuild: bool = False, progress: bool = True) -> RunR
     embedding_map = _embedding_map(semantic) if cfg.stages.semantic else None
     provenance = _provenance(cfg, prefs, corpora, done.manifests, done.schema, done.n_bad)
 
-    with atomic_dir(out, overwrite=True) as tmp:
+    with atomic_dir(out, overwrite=True, kind="run", legacy_files=RUN_FILES) as tmp:
         write_parquet(profile, tmp / REPORT_FILES["profile"])
         if chosen is not None:
             write_selection(chosen, tmp)
@@ -555,7 +592,8 @@ def _corpus_shards(
         with atomic_dir(target, overwrite=True) as tmp:
             write_corpus_shards(ordered, tmp, row_group_rows=min(execution.unit_docs, 8192))
     for old in parent.glob(f"{slug(name)}-*"):
-        if old != target and old.is_dir() and len(old.name) == len(target.name):
+        same_candidate = len(old.name) == len(target.name)
+        if old != target and old.is_dir() and same_candidate and foreign_entries(old) == []:
             shutil.rmtree(old)
     return CorpusShards.from_path(target)
 

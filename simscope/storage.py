@@ -10,10 +10,12 @@ Nothing here knows what an index contains.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -130,27 +132,169 @@ def hash_file(path: Path) -> str:
     return h.hexdigest()
 
 
-@contextmanager
-def atomic_dir(target: Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield ``<target>.incomplete/`` to fill; rename it to ``target`` on success.
+MARK: Final = ".simscope"
+"""The file that marks a directory simscope wrote whole (and lists what it wrote there)."""
 
-    On an exception the incomplete directory is removed and ``target`` is left untouched.
+
+def _write_mark(directory: Path, kind: str) -> None:
+    files = sorted(p.name for p in directory.iterdir() if p.name != MARK)
+    mark = {
+        "kind": kind,
+        "files": files,
+        "simscope_version": __version__,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    (directory / MARK).write_text(json.dumps(mark, indent=1) + "\n")
+
+
+def foreign_entries(directory: Path, legacy_files: Collection[str] = ()) -> list[str] | None:
+    """What in ``directory`` simscope did not write: ``[]`` when it may be replaced whole.
+
+    ``None`` when simscope did not make the directory at all: no mark, no index manifest, and
+    not only ``legacy_files`` (the files an older simscope wrote there, before marks). An empty
+    directory is replaceable. A marked directory's entries must all be listed in its mark.
+    """
+    directory = Path(directory)
+    entries = {p.name for p in directory.iterdir()}
+    if not entries:
+        return []
+    mark = directory / MARK
+    if mark.is_file():
+        try:
+            listed = set(json.loads(mark.read_text(encoding="utf-8")).get("files", []))
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            return None
+        return sorted(entries - listed - {MARK})
+    if MANIFEST in entries:  # an index written before marks: its manifest lists its files
+        try:
+            listed = set(json.loads((directory / MANIFEST).read_text()).get("files", {}))
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            return None
+        return sorted(entries - listed - {MANIFEST})
+    if legacy_files and entries <= set(legacy_files):
+        return []
+    return None
+
+
+def check_replaceable(directory: Path, legacy_files: Collection[str] = ()) -> None:
+    """Refuse to replace a directory that holds anything simscope did not write."""
+    directory = Path(directory)
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise SimscopeError(f"{directory}: exists and is not a directory")
+    foreign = foreign_entries(directory, legacy_files)
+    if foreign is None:
+        raise SimscopeError(
+            f"{directory}: exists and was not written by simscope (no {MARK} mark), so it is "
+            "not replaced; choose a new directory, or empty this one"
+        )
+    if foreign:
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        shown = ", ".join(foreign[:5]) + more
+        raise SimscopeError(
+            f"{directory}: holds {shown}, which simscope did not write, so it is not replaced; "
+            "move them out or choose a new directory"
+        )
+
+
+def _renameat2_exchange() -> Any:
+    """libc's ``renameat2`` when this system has it (Linux, glibc >= 2.28), else None."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn
+
+
+_AT_FDCWD: Final = -100
+_RENAME_EXCHANGE: Final = 2
+_EXCHANGE = _renameat2_exchange()
+
+
+def exchange_dirs(a: Path, b: Path) -> bool:
+    """Swap two directories in one atomic step; False where the system cannot."""
+    if _EXCHANGE is None:
+        return False
+    rc = _EXCHANGE(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EXDEV):
+        return False  # the kernel or the file system has no exchange: fall back
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _old_name(target: Path) -> str:
+    return f"{target.name}.old-"
+
+
+def recover_dir(target: Path, legacy_files: Collection[str] = ()) -> None:
+    """Undo what a crash left around ``target``: put back a previous version that a crash
+    between the fallback's two renames left as ``<target>.old-PID``, and delete the leftovers
+    (``<target>.incomplete``, older ``.old-PID`` copies) that simscope wrote."""
+    target = Path(target)
+    parent = target.parent
+    if not parent.is_dir():
+        return
+
+    def ours(p: Path) -> bool:
+        # A leftover carries the mark written when it was created (or is an older simscope's).
+        return (p / MARK).is_file() or foreign_entries(p, legacy_files) == []
+
+    olds = sorted(
+        (p for p in parent.iterdir() if p.name.startswith(_old_name(target)) and p.is_dir()),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if olds and not target.exists() and ours(olds[-1]):
+        os.replace(olds.pop(), target)
+    tmp = target.with_name(f"{target.name}.incomplete")
+    for p in [*olds, *([tmp] if tmp.is_dir() else [])]:
+        if not ours(p):
+            raise SimscopeError(
+                f"{p}: left by an interrupted write but holds files simscope did not write; "
+                "move it away"
+            )
+        shutil.rmtree(p)
+
+
+@contextmanager
+def atomic_dir(
+    target: Path,
+    *,
+    overwrite: bool = False,
+    kind: str = "index",
+    legacy_files: Collection[str] = (),
+) -> Iterator[Path]:
+    """Yield ``<target>.incomplete/`` to fill; swap it in for ``target`` on success.
+
+    The directory is marked as simscope's (``.simscope``, listing what it holds), and an
+    existing ``target`` is replaced only when simscope wrote all of it (see
+    :func:`check_replaceable`). The swap is one atomic step (``renameat2`` exchange); where the
+    system has none it is two renames, and :func:`recover_dir` mends a crash between them on
+    the next write. On an exception ``target`` is left untouched.
     """
     target = Path(target)
-    if target.exists() and not overwrite:
-        raise SimscopeError(f"{target}: already exists; remove it or rebuild with --rebuild")
+    recover_dir(target, legacy_files)
+    if target.exists():
+        if not overwrite:
+            raise SimscopeError(f"{target}: already exists; remove it or rebuild with --rebuild")
+        check_replaceable(target, legacy_files)
     tmp = target.with_name(f"{target.name}.incomplete")
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    _write_mark(tmp, kind)
     try:
         yield tmp
-        if target.exists():
-            old = target.with_name(f"{target.name}.old-{os.getpid()}")
+        _write_mark(tmp, kind)
+        if not target.exists():
+            os.rename(tmp, target)
+        elif not exchange_dirs(tmp, target):
+            old = target.with_name(f"{_old_name(target)}{os.getpid()}")
             os.replace(target, old)
             os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+            shutil.rmtree(old)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -201,7 +345,7 @@ def write_manifest(
     files = {
         p.name: hash_file(p)
         for p in sorted(directory.iterdir())
-        if p.is_file() and p.name != MANIFEST
+        if p.is_file() and p.name not in (MANIFEST, MARK)
     }
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,

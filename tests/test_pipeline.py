@@ -313,9 +313,52 @@ def test_a_failed_run_leaves_the_previous_run_intact(workspace: Path) -> None:
     (workspace / "notes").mkdir()
     (workspace / "notes" / "mine.txt").write_text("keep")
     (workspace / "notes.toml").write_text(_config().replace('out_dir = "run"', 'out_dir = "notes"'))
-    with pytest.raises(SimscopeError, match="is not a simscope run directory"):
+    with pytest.raises(SimscopeError) as refused:
         run(load_run_config(workspace / "notes.toml"), progress=False)
+    assert str(refused.value) == (
+        f"out_dir: {workspace / 'notes'}: exists and was not written by simscope (no .simscope "
+        "mark), so it is not replaced; choose a new directory, or empty this one"
+    )
     assert (workspace / "notes" / "mine.txt").read_text() == "keep"
+
+
+@pytest.mark.parametrize("out_dir", [".", "..", "idx/.."])
+def test_a_run_never_replaces_the_folder_of_its_own_config(workspace: Path, out_dir: str) -> None:
+    (workspace / "simscope.toml").write_text(
+        _config().replace('out_dir = "run"', f'out_dir = "{out_dir}"')
+    )
+    before = sorted(p.name for p in workspace.iterdir())
+    with pytest.raises(SimscopeError) as refused:
+        run(load_run_config(workspace / "simscope.toml"), progress=False)
+    out = (workspace / out_dir).resolve()
+    assert str(refused.value) == (
+        f"out_dir: {out} holds {workspace / 'prefs.jsonl'}, which the run reads; the run "
+        'directory is replaced as a whole, so it must be a folder of its own (e.g. out_dir = "run")'
+    )
+    assert sorted(p.name for p in workspace.iterdir()) == before
+
+
+def test_a_run_directory_with_a_users_file_in_it_is_not_replaced(workspace: Path) -> None:
+    (workspace / "simscope.toml").write_text(_config())
+    run(load_run_config(workspace / "simscope.toml"), progress=False)
+    (workspace / "run" / "my-notes.md").write_text("keep")
+    with pytest.raises(SimscopeError) as refused:
+        run(load_run_config(workspace / "simscope.toml"), progress=False)
+    assert str(refused.value) == (
+        f"out_dir: {workspace / 'run'}: holds my-notes.md, which simscope did not write, so it "
+        "is not replaced; move them out or choose a new directory"
+    )
+    assert (workspace / "run" / "my-notes.md").read_text() == "keep"
+    # a folder holding a profile.parquet that simscope did not mark is not a run directory
+    other = workspace / "copied"
+    other.mkdir()
+    (other / "profile.parquet").write_bytes((workspace / "run" / "profile.parquet").read_bytes())
+    (other / "prefs-backup.jsonl").write_text("{}")
+    config = _config().replace('out_dir = "run"', 'out_dir = "copied"')
+    (workspace / "copied.toml").write_text(config)
+    with pytest.raises(SimscopeError, match="was not written by simscope"):
+        run(load_run_config(workspace / "copied.toml"), progress=False)
+    assert (other / "prefs-backup.jsonl").is_file()
 
 
 def test_an_unwritable_output_is_one_error_line(workspace: Path) -> None:
