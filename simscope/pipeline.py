@@ -20,13 +20,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import numpy as np
 import polars as pl
 
 from simscope import __version__
-from simscope.config import from_mapping, load_toml
+from simscope.config import check_seed, from_mapping, load_toml
 from simscope.engine import CorpusShards, EngineConfig, make_engine, write_corpus_shards
 from simscope.engine.lexical import build_lexical_indexes
 from simscope.engine.semantic import build_semantic_index as build_sharded_semantic_index
@@ -39,7 +39,7 @@ from simscope.probe.corpus import read_probe_corpus
 from simscope.probe.generate import GenerationConfig, generate_corpus
 from simscope.probe.importer import import_corpus
 from simscope.probe.likelihood import LikelihoodConfig, score_preferences
-from simscope.probe.model import load_model
+from simscope.probe.model import load_model, model_fingerprint
 from simscope.records import PROFILE_SCHEMA, SLICES, split_probe_corpus
 from simscope.report import ReportInputs, write_report
 from simscope.report.load import REPORT_FILES
@@ -63,7 +63,9 @@ from simscope.storage import (
     hash_corpus_texts,
     hash_file,
     hash_texts,
+    read_cached_table,
     slug,
+    store_cached_table,
     write_parquet,
 )
 
@@ -75,7 +77,7 @@ class PreferencesSection:
     """Where the preference data is and how to read it."""
 
     path: Path
-    schema: str = "auto"
+    schema: Literal["auto", "pairs", "hh", "trl"] = "auto"
     skip_bad: bool = False
     limit: int | None = None
 
@@ -94,6 +96,14 @@ class CandidateSection:
     corpus: Path | None = None
     text_field: str = "text"
     n_docs: int | None = None
+    trust_remote_code: bool = False
+    """Run the model repository's own code (off: only architectures transformers ships)."""
+
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise SimscopeError(f"name: expected a non-empty candidate name, found {self.name!r}")
+        if self.n_docs is not None and self.n_docs < 1:
+            raise SimscopeError(f"n_docs: expected >= 1 (or leave it out), found {self.n_docs}")
 
 
 @dataclass(frozen=True)
@@ -172,6 +182,7 @@ class RunConfig:
             )
         if self.n_boot < 0:
             raise SimscopeError(f"n_boot: expected >= 0, found {self.n_boot}")
+        check_seed(self.seed)
         if self.select.rm_results is not None and not self.select.target:
             raise SimscopeError(
                 "select.target: expected the RM results metric to predict (e.g. 'accuracy'), "
@@ -182,7 +193,16 @@ class RunConfig:
 def load_run_config(path: Path) -> RunConfig:
     """Read and validate a run config; relative paths are taken from the config's folder."""
     path = Path(path)
-    cfg = from_mapping(RunConfig, load_toml(path), f"{path}")
+    data = load_toml(path)
+    for section in ("lexical", "generation"):
+        table = data.get(section)
+        if isinstance(table, Mapping) and "seed" in table:
+            raise SimscopeError(
+                f"{path}: {section}.seed: a run has one seed, the top-level `seed`, that reaches "
+                f"every random step; found {section}.seed = {table['seed']!r}: remove it and set "
+                f"seed = {table['seed']!r} at the top"
+            )
+    cfg = from_mapping(RunConfig, data, f"{path}")
     base = path.parent
 
     def resolve(p: Path | None) -> Path | None:
@@ -266,7 +286,7 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
         loaded.n_bad,
     )
     clock = _Clock()
-    corpora = {c.name: _probe_corpus(c, cfg, progress) for c in cfg.candidates}
+    corpora = {c.name: _probe_corpus(c, cfg, rebuild, progress) for c in cfg.candidates}
     clock.lap("probe corpora")
     topics = None
     if cfg.stages.topics:
@@ -333,23 +353,26 @@ def _likelihood_rows(
     progress: bool,
 ) -> pl.DataFrame:
     """One model's likelihood Profile rows, cached under ``indexes/likelihood/`` by every
-    input that changes them (weights, texts, topics, settings, seed)."""
-    key = hash_texts(
-        [
-            c.name,
-            _model_fingerprint(model),
-            hash_texts([t for s in cfg.slices for t in prefs.get_column(s).to_list()]),
-            hash_texts(prefs.get_column("prompt").to_list()),
-            json.dumps(dataclasses.asdict(cfg.likelihood), sort_keys=True),
-            json.dumps([cfg.slices, cfg.n_boot, cfg.seed]),
-            "" if topics is None else hash_texts([*topics.names, topics.labels.tobytes().hex()]),
-        ]
-    )[:24]
-    path = Path(cfg.indexes_dir) / "likelihood" / f"{slug(c.name)}-{key}.parquet"
-    if path.is_file() and not rebuild:
-        logger.info("likelihood for %s: reusing %s", c.name, path)
-        return pl.read_parquet(path)
-    lm = load_model(model, name=c.name)
+    input that changes them (weights, texts, topics, settings, seed), checked on load."""
+    params = {
+        "candidate": c.name,
+        "model": model_fingerprint(model),
+        "texts": hash_texts([t for s in cfg.slices for t in prefs.get_column(s).to_list()]),
+        "prompts": hash_texts(prefs.get_column("prompt").to_list()),
+        "likelihood": dataclasses.asdict(cfg.likelihood),
+        "slices": list(cfg.slices),
+        "n_boot": cfg.n_boot,
+        "seed": cfg.seed,
+        "topics": None
+        if topics is None
+        else hash_texts([*topics.names, topics.labels.tobytes().hex()]),
+    }
+    entry = _cache_entry(cfg, "likelihood", c.name, params)
+    cached = None if rebuild else read_cached_table(entry, LIKELIHOOD_KIND, params)
+    if cached is not None:
+        logger.info("likelihood for %s: reusing %s", c.name, entry)
+        return pl.read_parquet(cached)
+    lm = load_model(model, name=c.name, trust_remote_code=c.trust_remote_code)
     rows = score_preferences(
         lm,
         prefs,
@@ -361,8 +384,18 @@ def _likelihood_rows(
         seed=cfg.seed,
         progress=progress,
     ).profile
-    write_parquet(rows, path)
+    store_cached_table(entry, LIKELIHOOD_KIND, params, rows)
     return rows
+
+
+LIKELIHOOD_KIND: Final = "likelihood-rows"
+CORPUS_KIND: Final = "generated-corpus"
+
+
+def _cache_entry(cfg: RunConfig, folder: str, name: str, params: Mapping[str, Any]) -> Path:
+    """``indexes/<folder>/<candidate>-<key of params>/``: one cache entry per content."""
+    key = hash_texts([json.dumps(params, sort_keys=True, default=str)])[:24]
+    return Path(cfg.indexes_dir) / folder / f"{slug(name)}-{key}"
 
 
 def profile_only(
@@ -487,37 +520,40 @@ def _read_select_inputs(cfg: RunConfig) -> tuple[pl.DataFrame, pl.DataFrame | No
 # ---- probe corpora ----------------------------------------------------------------------------
 
 
-def _probe_corpus(c: CandidateSection, cfg: RunConfig, progress: bool) -> pl.DataFrame:
+def _probe_corpus(
+    c: CandidateSection, cfg: RunConfig, rebuild: bool, progress: bool
+) -> pl.DataFrame:
     if c.corpus is not None:
         return import_corpus(
             c.corpus, model=c.name, text_field=c.text_field, n_docs=c.n_docs, seed=cfg.seed
         ).corpus
     assert c.model is not None
-    gen = replace(cfg.generation, seed=cfg.seed, n_docs=c.n_docs or cfg.generation.n_docs)
+    n_docs = c.n_docs if c.n_docs is not None else cfg.generation.n_docs
+    gen = replace(cfg.generation, seed=cfg.seed, n_docs=n_docs)
     # A generated corpus is cached under indexes/ by everything that decides its content.
-    key = hash_texts(
-        [
-            c.name,
-            c.model,
-            json.dumps(dataclasses.asdict(gen), sort_keys=True),
-            _model_fingerprint(c.model),
-        ]
-    )[:16]
-    path = Path(cfg.indexes_dir) / "corpora" / f"{slug(c.name)}-{key}.parquet"
-    if path.is_file():
-        logger.info("probe corpus for %s: reusing %s", c.name, path)
-        return read_probe_corpus(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return generate_corpus(c.model, path, gen, name=c.name, progress=progress)
-
-
-def _model_fingerprint(model: str) -> str:
-    """Checksums of a local model directory's config and weight files (a hub id: itself)."""
-    path = Path(model)
-    if not path.is_dir():
-        return model
-    files = sorted(p for p in path.iterdir() if p.suffix in {".json", ".safetensors", ".txt"})
-    return hash_texts([f"{p.name}:{hash_file(p)}" for p in files])
+    params = {
+        "candidate": c.name,
+        "model": model_fingerprint(c.model),
+        "generation": dataclasses.asdict(gen),
+    }
+    entry = _cache_entry(cfg, "corpora", c.name, params)
+    cached = None if rebuild else read_cached_table(entry, CORPUS_KIND, params)
+    if cached is not None:
+        logger.info("probe corpus for %s: reusing %s", c.name, entry)
+        return read_probe_corpus(cached)
+    # Sampled beside the entry (an interrupted run resumes there), then moved in.
+    staging = entry.with_name(f"{entry.name}.parquet")
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    generate_corpus(
+        c.model,
+        staging,
+        gen,
+        name=c.name,
+        trust_remote_code=c.trust_remote_code,
+        overwrite=True,
+        progress=progress,
+    )
+    return read_probe_corpus(store_cached_table(entry, CORPUS_KIND, params, staging))
 
 
 # ---- indexes on an engine ---------------------------------------------------------------------

@@ -493,3 +493,17 @@ def _explicit_id(record: RawRecord) -> str | None:
 
 def _source(record: RawRecord, path: Path) -> str:
     return path.name + record.location.removeprefix(str(path))
+
+
+def read_preferences_any(path: Path, *, progress: bool = True) -> pl.DataFrame:
+    """A PreferenceSet parquet as it is, or any file :func:`load_preferences` reads."""
+    path = Path(path)
+    columns: set[str] = set()
+    if path.suffix == ".parquet":
+        try:
+            columns = set(pl.read_parquet_schema(path))
+        except (pl.exceptions.PolarsError, OSError):
+            columns = set()  # not a readable parquet: load_preferences says why
+    if set(PREFERENCE_SCHEMA) <= columns:
+        return read_preference_set(path)
+    return load_preferences(path, progress=progress).pairs

@@ -33,9 +33,25 @@ MANIFEST = "manifest.json"
 
 
 def slug(name: str) -> str:
-    """A file-system-safe name for a model id such as ``Qwen/Qwen3-0.6B``."""
-    out = "".join(c if c.isalnum() or c in "._-" else "-" for c in name.replace("/", "--"))
-    return out.strip(".") or "unnamed"
+    """A file-system-safe name for a model id such as ``Qwen/Qwen3-0.6B``, one per name.
+
+    Letters, digits, ``.``, ``_`` and ``-`` are kept; every other character (``/`` included)
+    is written ``~XX`` per UTF-8 byte, and a leading ``.`` as ``~2E``, so two names never share
+    a slug (``org/model`` -> ``org~2Fmodel``, ``org--model`` stays). A slug longer than 120
+    characters keeps its first 100 and ``~~`` + a hash of the name (no escape reads ``~~``).
+    """
+    out = []
+    for ch in name:
+        if ch.isascii() and (ch.isalnum() or ch in "._-"):
+            out.append(ch)
+        else:
+            out.extend(f"~{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+    text = "".join(out)
+    if text.startswith("."):
+        text = "~2E" + text[1:]
+    if len(text) > 120:
+        text = f"{text[:100]}~~{xxhash.xxh3_64_hexdigest(name.encode('utf-8', 'surrogatepass'))}"
+    return text or "~"
 
 
 def hash_texts(texts: Iterable[str]) -> str:
@@ -410,6 +426,35 @@ def read_manifest(
                     "rebuild the index with --rebuild"
                 )
     return manifest
+
+
+CACHED_TABLE: Final = "table.parquet"
+
+
+def read_cached_table(directory: Path, kind: str, params: Mapping[str, Any]) -> Path | None:
+    """The table of a cache entry written by :func:`store_cached_table`, checked like an index
+    (parameters and checksums); None when there is none yet."""
+    directory = Path(directory)
+    if not directory.exists():
+        return None
+    read_manifest(directory, kind, params)
+    return directory / CACHED_TABLE
+
+
+def store_cached_table(
+    directory: Path, kind: str, params: Mapping[str, Any], table: pl.DataFrame | Path
+) -> Path:
+    """Write a cache entry: one parquet table (a frame, or a finished file moved in) and a
+    manifest with ``params`` and its checksum; replaces a damaged or older entry whole."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(directory, overwrite=True) as tmp:
+        if isinstance(table, Path):
+            os.replace(table, tmp / CACHED_TABLE)
+        else:
+            table.write_parquet(tmp / CACHED_TABLE)
+        write_manifest(tmp, kind, params)
+    return directory / CACHED_TABLE
 
 
 def outdated_indexes(root: Path) -> list[Path]:

@@ -370,3 +370,68 @@ def test_an_unwritable_output_is_one_error_line(workspace: Path) -> None:
         f"Error: {workspace / 'prefs.jsonl'}: is a file; expected a directory here "
         "(an output path under it?)"
     )
+
+
+@pytest.fixture()
+def model_workspace(workspace: Path, hh_records: list[dict[str, str]]) -> Path:
+    """The workspace plus a tiny LM (a few seconds of training) as a candidate to probe."""
+    from simscope.probe.tiny import TinyLMConfig, train_tiny_lm
+
+    texts = [r["chosen"] for r in hh_records[1200:1500]]
+    train_tiny_lm(texts, workspace / "lm", seed=0, config=TinyLMConfig(steps=20))
+    return workspace
+
+
+def _model_config(model: str = "lm") -> str:
+    return (
+        'out_dir = "run"\nindexes_dir = "idx"\nn_boot = 10\n\n[preferences]\npath = "prefs.jsonl"\n'
+        "limit = 12\n\n[stages]\nsemantic = false\ntopics = false\nlikelihood = true\n\n"
+        "[generation]\nn_docs = 4\nmax_new_tokens = 16\n\n"
+        f'[[candidates]]\nname = "org/gen"\nmodel = "{model}"\n'
+    )
+
+
+def test_caches_are_checked_like_indexes_and_rebuilt_by_rebuild(model_workspace: Path) -> None:
+    from simscope.storage import CACHED_TABLE
+
+    config = model_workspace / "simscope.toml"
+    config.write_text(_model_config())
+    first = run(load_run_config(config), progress=False)
+    (likelihood,) = (model_workspace / "idx" / "likelihood").iterdir()
+    (corpus,) = (model_workspace / "idx" / "corpora").iterdir()
+    assert corpus.name.startswith("org~2Fgen-")  # one folder per candidate name
+    # an edited likelihood cache is refused, not reported
+    rows = pl.read_parquet(likelihood / CACHED_TABLE).with_columns(pl.lit(99.0).alias("value"))
+    rows.write_parquet(likelihood / CACHED_TABLE)
+    with pytest.raises(SimscopeError) as refused:
+        run(load_run_config(config), progress=False)
+    assert str(refused.value) == (
+        f"{likelihood / CACHED_TABLE}: checksum differs from the manifest (file damaged or "
+        "truncated); rebuild the index with --rebuild"
+    )
+    # a damaged corpus cache too; --rebuild then rebuilds both
+    (corpus / CACHED_TABLE).write_bytes((corpus / CACHED_TABLE).read_bytes()[:100])
+    rebuilt = run(load_run_config(config), rebuild=True, progress=False)
+    assert_frame_equal(rebuilt.profile, first.profile)
+    again = run(load_run_config(config), progress=False)
+    assert_frame_equal(again.profile, first.profile)
+
+
+def test_a_cached_probe_corpus_does_not_depend_on_how_the_model_path_is_spelled(
+    model_workspace: Path,
+) -> None:
+    config = model_workspace / "simscope.toml"
+    config.write_text(_model_config())
+    run(load_run_config(config), progress=False)
+    entries = sorted((model_workspace / "idx" / "corpora").iterdir())
+    other = model_workspace / "elsewhere"
+    other.mkdir()
+    moved = (
+        _model_config(model="../lm/")
+        .replace('indexes_dir = "idx"', 'indexes_dir = "../idx"')
+        .replace('path = "prefs.jsonl"', 'path = "../prefs.jsonl"')
+    )
+    (other / "simscope.toml").write_text(moved)
+    run(load_run_config(other / "simscope.toml"), progress=False)
+    assert sorted((model_workspace / "idx" / "corpora").iterdir()) == entries
+    assert sorted((model_workspace / "idx" / "likelihood").iterdir()) != []

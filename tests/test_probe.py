@@ -786,3 +786,67 @@ def test_likelihood_rows_through_the_overlap_stage(
     rows = result.profile.filter(pl.col("metric").str.starts_with("likelihood."))
     direct = score_preferences(shakespeare_lm, prefs, n_boot=20, progress=False).profile
     assert rows.sort("slice", "metric").equals(direct.sort("slice", "metric"))
+
+
+def test_generate_refuses_more_new_tokens_than_the_context_holds(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "c.parquet"
+    model = str(tiny_models["shakespeare"])
+    # the default 256 on a 128-position model used to end in an IndexError deep in generate
+    result = CliRunner().invoke(cli, ["--quiet", "probe", "generate", model, "-o", str(out)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: generation.max_new_tokens (--max-new-tokens): {model} has 128 positions and its "
+        "longest prompt takes 1, so at most 127 new tokens fit; found 256"
+    ]
+    assert not out.exists()
+    ok = CliRunner().invoke(
+        cli,
+        [
+            "--quiet",
+            "probe",
+            "generate",
+            model,
+            "-o",
+            str(out),
+            "--n-docs",
+            "2",
+            "--max-new-tokens",
+            "127",
+        ],
+    )
+    assert ok.exit_code == 0, ok.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--n-boot", "-1"], "Invalid value for '--n-boot': -1 is not in the range x>=0."),
+        (["--seed", "-1"], "Invalid value for '--seed': -1 is not in the range 0<=x<=4294967295."),
+        (
+            ["--seed", str(2**64)],
+            f"Invalid value for '--seed': {2**64} is not in the range 0<=x<=4294967295.",
+        ),
+        (["--batch-size", "0"], "Invalid value for '--batch-size': 0 is not in the range x>=1."),
+    ],
+)
+def test_cli_score_option_ranges_are_one_error_line_exit_1(
+    tmp_path: Path, hh_path: Path, args: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--quiet",
+            "probe",
+            "score",
+            str(hh_path),
+            "--model",
+            "m",
+            *args,
+            "-o",
+            str(tmp_path / "s.parquet"),
+        ],
+    )
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == f"Error: {message}"

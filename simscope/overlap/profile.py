@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
+from simscope.config import check_seed
 from simscope.errors import SimscopeError
 from simscope.lexical.index import (
     LexicalConfig,
@@ -49,6 +50,7 @@ class ProfileConfig:
             raise SimscopeError(f"profile.slices: expected a subset of {list(SLICES)}, found {bad}")
         if self.n_boot < 0:
             raise SimscopeError(f"profile.n_boot: expected >= 0, found {self.n_boot}")
+        check_seed(self.seed, "profile.seed")
 
 
 class Topics(Protocol):
