@@ -40,6 +40,7 @@ from simscope.probe.generate import GenerationConfig, generate_corpus
 from simscope.probe.importer import import_corpus
 from simscope.probe.likelihood import LikelihoodConfig, score_preferences
 from simscope.probe.model import load_model, model_fingerprint
+from simscope.probe.transfer import TransferConfig, score_transfer
 from simscope.records import PROFILE_SCHEMA, SLICES, split_probe_corpus
 from simscope.report import ReportInputs, write_report
 from simscope.report.load import REPORT_FILES
@@ -131,6 +132,8 @@ class StagesSection:
     semantic: bool = True
     likelihood: bool = True
     topics: bool = True
+    transfer: bool = True
+    """The transfer probe (a reward head on each frozen model); needs candidates' models."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,7 @@ class RunConfig:
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     likelihood: LikelihoodConfig = field(default_factory=LikelihoodConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     select: SelectSection = field(default_factory=SelectSection)
     execution: EngineConfig | None = None
     config_path: Path | None = field(default=None, metadata={"toml": False})
@@ -337,6 +341,11 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
                 profiles.append(_likelihood_rows(c, c.model, prefs, topics, cfg, rebuild, progress))
     if cfg.stages.likelihood:
         clock.lap("likelihood")
+    if cfg.stages.transfer:
+        for c in cfg.candidates:
+            if c.model is not None:
+                profiles.append(_transfer_rows(c, c.model, prefs, topics, cfg, rebuild, progress))
+        clock.lap("transfer probe")
     profile = pl.concat(profiles).sort(["model", "slice", "metric", "topic"], nulls_last=False)
     return _Profiled(
         prefs, loaded.schema, loaded.n_bad, corpora, profile, result.manifests, semantic
@@ -388,6 +397,51 @@ def _likelihood_rows(
     return rows
 
 
+def _transfer_rows(
+    c: CandidateSection,
+    model: str,
+    prefs: pl.DataFrame,
+    topics: Topics | None,
+    cfg: RunConfig,
+    rebuild: bool,
+    progress: bool,
+) -> pl.DataFrame:
+    """One model's transfer-probe Profile rows, cached under ``indexes/transfer/`` like the
+    likelihood rows."""
+    params = {
+        "candidate": c.name,
+        "model": model_fingerprint(model),
+        "pairs": hash_texts(
+            [t for s in ("prompt", "chosen", "rejected") for t in prefs.get_column(s).to_list()]
+        ),
+        "transfer": dataclasses.asdict(cfg.transfer),
+        "n_boot": cfg.n_boot,
+        "seed": cfg.seed,
+        "topics": None
+        if topics is None
+        else hash_texts([*topics.names, topics.labels.tobytes().hex()]),
+    }
+    entry = _cache_entry(cfg, "transfer", c.name, params)
+    cached = None if rebuild else read_cached_table(entry, TRANSFER_KIND, params)
+    if cached is not None:
+        logger.info("transfer probe for %s: reusing %s", c.name, entry)
+        return pl.read_parquet(cached)
+    lm = load_model(model, name=c.name, trust_remote_code=c.trust_remote_code)
+    rows = score_transfer(
+        lm,
+        prefs,
+        cfg.transfer,
+        topic_labels=topics.labels if topics else None,
+        topic_names=topics.names if topics else None,
+        n_boot=cfg.n_boot,
+        seed=cfg.seed,
+        progress=progress,
+    ).profile
+    store_cached_table(entry, TRANSFER_KIND, params, rows)
+    return rows
+
+
+TRANSFER_KIND: Final = "transfer-rows"
 LIKELIHOOD_KIND: Final = "likelihood-rows"
 CORPUS_KIND: Final = "generated-corpus"
 
