@@ -61,6 +61,7 @@ from simscope.storage import (
     hash_corpus_texts,
     hash_file,
     hash_texts,
+    read_parquet,
     slug,
     write_parquet,
 )
@@ -343,7 +344,9 @@ def _likelihood_rows(
     path = Path(cfg.indexes_dir) / "likelihood" / f"{slug(c.name)}-{key}.parquet"
     if path.is_file() and not rebuild:
         logger.info("likelihood for %s: reusing %s", c.name, path)
-        return pl.read_parquet(path)
+        return read_parquet(
+            path, expected="a likelihood cache written by simscope", fix="rebuild with --rebuild"
+        )
     lm = load_model(model, name=c.name)
     rows = score_preferences(
         lm,
