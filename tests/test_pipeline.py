@@ -327,3 +327,55 @@ def test_an_unwritable_output_is_one_error_line(workspace: Path) -> None:
         f"Error: {workspace / 'prefs.jsonl'}: is a file; expected a directory here "
         "(an output path under it?)"
     )
+
+
+def test_profile_with_a_lone_surrogate_in_the_preferences(workspace: Path) -> None:
+    prefs = workspace / "prefs.jsonl"
+    with open(prefs, "a") as f:  # line 61: "\udc80" is half a UTF-16 pair, no text
+        f.write('{"chosen": "\\n\\nHuman: Hi\\n\\nAssistant: \\udc80", "rejected": "x"}\n')
+    out = workspace / "profile.parquet"
+    args = ["--quiet", "profile", "--prefs", str(prefs), "--no-semantic", "-o", str(out)]
+    args += ["--indexes", str(workspace / "idx"), "--n-boot", "5", "--text-field", "body"]
+    args += ["--corpus", f"bard={workspace / 'bard.jsonl.gz'}"]
+    runner = CliRunner()
+    bad = runner.invoke(cli, args)
+    assert bad.exit_code == 1 and not out.exists()
+    assert bad.output.splitlines() == [
+        f"Error: {prefs}:61: field 'chosen': expected Unicode text, found a lone surrogate "
+        "'\\udc80' at character 24 of '\\n\\nHuman: Hi\\n\\nAssistant: \\udc80' (a \\ud800-\\udfff "
+        "escape must be one half of a high-low pair, as in \\ud83d\\ude00); fix the record, or "
+        "pass --skip-bad to skip bad records"
+    ]
+    ok = runner.invoke(cli, [*args, "--skip-bad"])
+    assert ok.exit_code == 0, ok.output
+    assert pl.read_parquet(out).height > 0
+
+
+def test_a_damaged_likelihood_cache_is_named_and_rebuilt(
+    workspace: Path, hh_records: list[dict[str, str]]
+) -> None:
+    from simscope.probe.tiny import TinyLMConfig, train_tiny_lm
+
+    model = train_tiny_lm(  # two steps: the scores do not matter, only the cache file
+        [r["chosen"] for r in hh_records[:200]],
+        workspace / "lm",
+        config=TinyLMConfig(vocab_size=300, n_embd=16, n_layer=1, steps=2),
+    )
+    cands = f'[[candidates]]\nname = "lm"\nmodel = "{model}"\ncorpus = "bard.jsonl.gz"\n'
+    cands += 'text_field = "body"\n'
+    config = _config(candidates=cands).replace("likelihood = false", "likelihood = true")
+    config = config[: config.index("[select]")] + config[config.index("[[candidates]]") :]
+    (workspace / "simscope.toml").write_text(config)
+    cfg = load_run_config(workspace / "simscope.toml")
+    first = run(cfg, progress=False).profile
+    (cache,) = (workspace / "idx" / "likelihood").glob("*.parquet")
+    cache.write_bytes(cache.read_bytes()[:100])
+    with pytest.raises(SimscopeError) as e:
+        run(cfg, progress=False)
+    assert str(e.value) == (
+        f"{cache}: not a readable parquet file (parquet: File out of specification: The file "
+        "must end with PAR1 or PARE); expected a likelihood cache written by simscope; rebuild "
+        "with --rebuild"
+    )
+    again = run(cfg, rebuild=True, progress=False).profile
+    assert_frame_equal(again, first)
