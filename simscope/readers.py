@@ -2,8 +2,10 @@
 
 Owns turning a file of records into ``RawRecord``s, each with the place it came from, and the
 errors for files that cannot be read as records (missing, empty, not UTF-8, not JSON, not
-objects). Knows nothing of what a record means: the preference loader and the probe-corpus
-importer check the fields.
+objects, a damaged parquet file or one whose strings are not UTF-8). Knows nothing of what a
+record means: the preference loader and the probe-corpus importer check the fields, with
+:func:`surrogate_error` for a JSON string that holds a lone surrogate (``"\\udc80"``: valid
+JSON, but no text), which a reader passes on so that it can be one skippable bad record.
 
 Nothing is held twice in memory: JSON Lines and CSV are read line by line, a JSON array
 element by element (``ijson``), parquet by row batches. Locations are 1-based: ``path:LINE``
@@ -125,6 +127,8 @@ def show_value(value: Any) -> str:
             text = json.dumps(value, ensure_ascii=False, default=str)
         except ValueError:  # a circular structure cannot come from a file, but stay total
             text = repr(value)
+        if lone_surrogate(text) is not None:  # a message must be printable text
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= _SHOW_CHARS else text[: _SHOW_CHARS - 1] + "…"
 
 

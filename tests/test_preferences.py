@@ -739,6 +739,8 @@ def test_a_lone_surrogate_in_a_trl_message(tmp_path: Path) -> None:
         '[{"type": "text", "text": "\\udc80"}]}], "rejected": [{"role": "user", "content": '
         '"Hi"}, {"role": "assistant", "content": "Go."}]}\n'
         '{"chosen": [{"role": "us\\ud800er", "content": "Hi"}], "rejected": []}\n'
+        '{"id": {"a": "\\udc80"}, "chosen": [{"role": "assistant", "content": "4"}], '
+        '"rejected": [{"role": "assistant", "content": "5"}]}\n'
         + json.dumps({"chosen": [_assistant("4")], "rejected": [_assistant("5")]})
         + "\n"
     )
@@ -749,6 +751,8 @@ def test_a_lone_surrogate_in_a_trl_message(tmp_path: Path) -> None:
         f"'\\udc80' at character 0 of '\\udc80' {SURROGATE_HINT}",
         f"{path}:2: field 'chosen[0].role': expected Unicode text, found a lone surrogate "
         f"'\\ud800' at character 2 of 'us\\ud800er' {SURROGATE_HINT}",
+        # a message shows the value found as text, the half pair escaped
+        f'{path}:3: field \'id\': expected a string or an integer id, found {{"a": "\\udc80"}}',
     ]
 
 
