@@ -25,6 +25,43 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+class _Command(click.Command):
+    """A command whose text arguments must be UTF-8.
+
+    Python decodes argument bytes that are not UTF-8 to lone surrogates (PEP 383), which
+    nothing downstream can store, hash or tokenize: refuse them here, naming the option.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rest = super().parse_args(ctx, args)
+        for param in self.params:
+            values = ctx.params.get(param.name or "")
+            for value in values if isinstance(values, tuple | list) else (values,):
+                if isinstance(value, str) and not _encodable(value):
+                    raise SimscopeError(_not_utf8_argument(param, value))
+        return rest
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _not_utf8_argument(param: click.Parameter, value: str) -> str:
+    where = (
+        max(param.opts, key=len) if isinstance(param, click.Option) else param.human_readable_name
+    )
+    try:
+        raw = os.fsencode(value)
+    except UnicodeEncodeError:  # a surrogate no byte decodes to: passed in by a caller
+        raw = value.encode("utf-8", "backslashreplace")
+    fix = "use a UTF-8 file name" if isinstance(param.type, click.Path) else "pass it in UTF-8"
+    return f"{where}: expected UTF-8 text, found {raw!r}, which is not UTF-8; {fix}"
+
+
 class _UsageError(click.UsageError):
     exit_code = 1
 
@@ -32,6 +69,9 @@ class _UsageError(click.UsageError):
 class _Guarded(click.Group):
     """Every user mistake exits 1 with one ``Error:`` line: simscope's own, an unusable path,
     and click's usage errors (a bad option value, a missing file), which click exits 2 with."""
+
+    command_class = _Command
+    group_class = type  # subgroups are guarded too, and their commands checked
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         try:

@@ -65,6 +65,7 @@ from simscope.storage import (
     hash_file,
     hash_texts,
     read_cached_table,
+    read_parquet,
     slug,
     store_cached_table,
     write_parquet,
@@ -377,10 +378,10 @@ def _likelihood_rows(
         else hash_texts([*topics.names, topics.labels.tobytes().hex()]),
     }
     entry = _cache_entry(cfg, "likelihood", c.name, params)
-    cached = None if rebuild else read_cached_table(entry, LIKELIHOOD_KIND, params)
+    cached = None if rebuild else _cached_rows(entry, LIKELIHOOD_KIND, params)
     if cached is not None:
         logger.info("likelihood for %s: reusing %s", c.name, entry)
-        return pl.read_parquet(cached)
+        return cached
     lm = load_model(model, name=c.name, trust_remote_code=c.trust_remote_code)
     rows = score_preferences(
         lm,
@@ -422,10 +423,10 @@ def _transfer_rows(
         else hash_texts([*topics.names, topics.labels.tobytes().hex()]),
     }
     entry = _cache_entry(cfg, "transfer", c.name, params)
-    cached = None if rebuild else read_cached_table(entry, TRANSFER_KIND, params)
+    cached = None if rebuild else _cached_rows(entry, TRANSFER_KIND, params)
     if cached is not None:
         logger.info("transfer probe for %s: reusing %s", c.name, entry)
-        return pl.read_parquet(cached)
+        return cached
     lm = load_model(model, name=c.name, trust_remote_code=c.trust_remote_code)
     rows = score_transfer(
         lm,
@@ -444,6 +445,16 @@ def _transfer_rows(
 TRANSFER_KIND: Final = "transfer-rows"
 LIKELIHOOD_KIND: Final = "likelihood-rows"
 CORPUS_KIND: Final = "generated-corpus"
+
+
+def _cached_rows(entry: Path, kind: str, params: Mapping[str, Any]) -> pl.DataFrame | None:
+    """The Profile rows of a cache entry, checked (None when there is none yet)."""
+    path = read_cached_table(entry, kind, params)
+    if path is None:
+        return None
+    return read_parquet(
+        path, expected="a cache entry written by simscope", fix="rebuild with --rebuild"
+    )
 
 
 def _cache_entry(cfg: RunConfig, folder: str, name: str, params: Mapping[str, Any]) -> Path:

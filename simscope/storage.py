@@ -1,4 +1,5 @@
-"""Indexes and tables on disk: atomic writes, manifests, plain arrays, content hashes.
+"""Indexes and tables on disk: atomic writes, manifests, plain arrays, content hashes, and
+reading parquet with errors that name the file.
 
 An index is one directory ``indexes/<name>/`` holding ``manifest.json`` and plain files
 (``.npy`` read with ``allow_pickle=False``, parquet, FAISS's own format). It is built in
@@ -335,6 +336,67 @@ def write_parquet(df: pl.DataFrame, path: Path, metadata: Mapping[str, str] | No
             df.write_parquet(tmp, metadata=dict(metadata))
         else:
             df.write_parquet(tmp)
+
+
+def parquet_read_error(error: BaseException) -> bool:
+    """Whether ``error`` is how polars or pyarrow say a parquet file cannot be read."""
+    # pyarrow is not imported here (it costs ~0.2 s): its errors are told by their module.
+    return isinstance(error, pl.exceptions.PolarsError | OSError | EOFError) or type(
+        error
+    ).__module__.startswith("pyarrow")
+
+
+def unreadable_parquet(path: Path, error: BaseException, expected: str, fix: str = "") -> str:
+    """The message for a parquet file that polars or pyarrow could not read."""
+    text = str(error).strip()
+    reason = text.splitlines()[0] if text else type(error).__name__
+    return f"{path}: not a readable parquet file ({reason}); expected {expected}" + (
+        f"; {fix}" if fix else ""
+    )
+
+
+@contextmanager
+def reading_parquet(path: Path, expected: str, fix: str = "") -> Iterator[None]:
+    """Turn a polars or pyarrow error raised while reading ``path`` in the block into a
+    SimscopeError naming the file, what was expected there and the fix.
+
+    ``expected`` completes "expected ...", e.g. ``"a ProbeCorpus parquet (columns model,
+    doc_id, text, origin)"``; ``fix`` is appended after it (``"rebuild it with --rebuild"``).
+    """
+    try:
+        yield
+    except Exception as e:
+        if not parquet_read_error(e):
+            raise
+        if isinstance(e, FileNotFoundError | IsADirectoryError):
+            found = "no such file" if isinstance(e, FileNotFoundError) else "not a file"
+            raise SimscopeError(f"{path}: {found}; expected {expected}") from None
+        raise SimscopeError(unreadable_parquet(path, e, expected, fix)) from None
+
+
+def read_parquet(
+    path: Path, *, expected: str, fix: str = "", columns: Sequence[str] | None = None
+) -> pl.DataFrame:
+    """``pl.read_parquet(path)``, with every way of failing a SimscopeError naming ``path``:
+    a missing file, a truncated or damaged one, one that is not parquet at all (see
+    :func:`reading_parquet` for ``expected`` and ``fix``)."""
+    path = _existing_file(Path(path), expected)
+    with reading_parquet(path, expected, fix):
+        return pl.read_parquet(path, columns=list(columns) if columns is not None else None)
+
+
+def read_parquet_metadata(path: Path, *, expected: str, fix: str = "") -> dict[str, str]:
+    """A parquet file's key-value metadata, failing as :func:`read_parquet` does."""
+    path = _existing_file(Path(path), expected)
+    with reading_parquet(path, expected, fix):
+        return pl.read_parquet_metadata(path)
+
+
+def _existing_file(path: Path, expected: str) -> Path:
+    if not path.is_file():
+        found = "not a file" if path.exists() else "no such file"
+        raise SimscopeError(f"{path}: {found}; expected {expected}")
+    return path
 
 
 def save_array(directory: Path, name: str, array: np.ndarray) -> None:

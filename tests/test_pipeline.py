@@ -435,3 +435,25 @@ def test_a_cached_probe_corpus_does_not_depend_on_how_the_model_path_is_spelled(
     run(load_run_config(other / "simscope.toml"), progress=False)
     assert sorted((model_workspace / "idx" / "corpora").iterdir()) == entries
     assert sorted((model_workspace / "idx" / "likelihood").iterdir()) != []
+
+
+def test_profile_with_a_lone_surrogate_in_the_preferences(workspace: Path) -> None:
+    prefs = workspace / "prefs.jsonl"
+    with open(prefs, "a") as f:  # line 61: "\udc80" is half a UTF-16 pair, no text
+        f.write('{"chosen": "\\n\\nHuman: Hi\\n\\nAssistant: \\udc80", "rejected": "x"}\n')
+    out = workspace / "profile.parquet"
+    args = ["--quiet", "profile", "--prefs", str(prefs), "--no-semantic", "-o", str(out)]
+    args += ["--indexes", str(workspace / "idx"), "--n-boot", "5", "--text-field", "body"]
+    args += ["--corpus", f"bard={workspace / 'bard.jsonl.gz'}"]
+    runner = CliRunner()
+    bad = runner.invoke(cli, args)
+    assert bad.exit_code == 1 and not out.exists()
+    assert bad.output.splitlines() == [
+        f"Error: {prefs}:61: field 'chosen': expected Unicode text, found a lone surrogate "
+        "'\\udc80' at character 24 of '\\n\\nHuman: Hi\\n\\nAssistant: \\udc80' (a \\ud800-\\udfff "
+        "escape must be one half of a high-low pair, as in \\ud83d\\ude00); fix the record, or "
+        "pass --skip-bad to skip bad records"
+    ]
+    ok = runner.invoke(cli, [*args, "--skip-bad"])
+    assert ok.exit_code == 0, ok.output
+    assert pl.read_parquet(out).height > 0

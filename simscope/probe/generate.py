@@ -33,7 +33,7 @@ from simscope.errors import SimscopeError
 from simscope.probe.corpus import read_probe_corpus, write_probe_corpus
 from simscope.probe.model import LoadedModel, load_model
 from simscope.records import PROBE_SCHEMA
-from simscope.storage import atomic_file, write_parquet
+from simscope.storage import atomic_file, read_parquet, write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -275,7 +275,16 @@ def sample_batch(lm: LoadedModel, config: GenerationConfig, batch: int) -> tuple
 
 def _assemble(work: Path, model_name: str, config: GenerationConfig) -> pl.DataFrame:
     chunks = sorted(work.glob("chunk-*.parquet"))
-    frame = pl.concat([pl.read_parquet(p) for p in chunks]).sort("index")
+    frame = pl.concat(
+        [
+            read_parquet(
+                p,
+                expected="a chunk of generated documents written by an earlier run",
+                fix=f"delete {work} and generate again",
+            )
+            for p in chunks
+        ]
+    ).sort("index")
     if frame.height != config.n_docs or frame.get_column("index").to_list() != list(
         range(config.n_docs)
     ):
