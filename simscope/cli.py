@@ -129,16 +129,21 @@ def _os_error(e: OSError) -> str:
 
 
 @click.group(cls=_Guarded)
-@click.option("--quiet", is_flag=True, help="No progress bars; warnings only.")
-@click.option("--verbose", is_flag=True, help="Log every decision (debug level).")
+@click.option("--quiet", is_flag=True, help="No progress lines; results and warnings only.")
+@click.option("--verbose", is_flag=True, help="Also log what each stage decides and reuses.")
 @click.version_option(package_name="simscope")
 @click.pass_context
 def cli(ctx: click.Context, quiet: bool, verbose: bool) -> None:
     """simscope: which base model should your reward model start from?"""
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    # By default: one progress line per stage and the result. The stages' log lines (what
+    # was built, reused, skipped) are for --verbose; warnings always show.
     logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.INFO if verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
     )
+    if verbose:
+        logging.getLogger("simscope").setLevel(logging.DEBUG)
     ctx.obj = {"progress": not quiet}
     if "transformers" in sys.modules and not verbose:  # imported before the variables above
         from transformers.utils import logging as hf_logging

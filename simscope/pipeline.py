@@ -41,6 +41,7 @@ from simscope.probe.importer import import_corpus
 from simscope.probe.likelihood import LikelihoodConfig, score_preferences
 from simscope.probe.model import load_model, model_fingerprint
 from simscope.probe.transfer import TransferConfig, score_transfer
+from simscope.progress import stage
 from simscope.records import PROFILE_SCHEMA, SLICES, split_probe_corpus
 from simscope.report import ReportInputs, write_report
 from simscope.report.load import REPORT_FILES
@@ -277,11 +278,14 @@ class _Profiled:
 
 
 def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
+    """Every stage in order, each under one progress line (``progress``); the stages' own
+    bars stay off."""
     loaded = load_preferences(
         cfg.preferences.path,
         schema=None if cfg.preferences.schema == "auto" else cfg.preferences.schema,
         skip_bad=cfg.preferences.skip_bad,
         limit=cfg.preferences.limit,
+        progress=False,
     )
     prefs = loaded.pairs
     logger.info(
@@ -291,17 +295,22 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
         loaded.n_bad,
     )
     clock = _Clock()
-    corpora = {c.name: _probe_corpus(c, cfg, rebuild, progress) for c in cfg.candidates}
+    by_name = {c.name: c for c in cfg.candidates}
+    corpora = {
+        name: _probe_corpus(by_name[name], cfg, rebuild, False)
+        for name in stage(by_name, "probe corpora", unit="candidates", enabled=progress)
+    }
     clock.lap("probe corpora")
     topics = None
     if cfg.stages.topics:
-        topics = fit_topics(
-            prefs.get_column("prompt").to_list(),
-            cfg.semantic,
-            seed=cfg.seed,
-            cache_root=cfg.indexes_dir,
-            progress=progress,
-        )
+        for _ in stage(["prompts"], "topics", unit="step", enabled=progress):
+            topics = fit_topics(
+                prefs.get_column("prompt").to_list(),
+                cfg.semantic,
+                seed=cfg.seed,
+                cache_root=cfg.indexes_dir,
+                progress=False,
+            )
         clock.lap("topics")
     if cfg.execution is not None:
         _build_indexes_on_engine(cfg, cfg.execution, prefs, corpora, rebuild, progress)
@@ -314,7 +323,7 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
         seed=cfg.seed,
         n_boot=cfg.n_boot,
         rebuild=rebuild_indexes,
-        progress=progress,
+        progress=False,
     )
     profile_cfg = ProfileConfig(
         n_boot=cfg.n_boot,
@@ -322,35 +331,41 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
         slices=cfg.slices,
         lexical=replace(cfg.lexical, seed=cfg.seed),
     )
-    result = build_profile(
-        prefs,
-        corpora,
-        cfg.indexes_dir,
-        profile_cfg,
-        topics=topics,
-        extra_scorers={"semantic": semantic} if cfg.stages.semantic else None,
-        rebuild=rebuild_indexes,
-        progress=progress,
-    )
+    profiles, manifests = [], {}
+    overlap = "lexical + semantic overlap" if cfg.stages.semantic else "lexical overlap"
+    for name in stage(sorted(corpora), overlap, unit="corpora", enabled=progress):
+        result = build_profile(
+            prefs,
+            {name: corpora[name]},
+            cfg.indexes_dir,
+            profile_cfg,
+            topics=topics,
+            extra_scorers={"semantic": semantic} if cfg.stages.semantic else None,
+            rebuild=rebuild_indexes,
+            progress=False,
+        )
+        profiles.append(result.profile)
+        manifests.update(result.manifests)
     clock.lap("lexical and semantic profile")
-    profiles = [result.profile]
     if topics is not None and cfg.stages.semantic:
         profiles.append(_topic_mass_rows(semantic, topics))
-    if cfg.stages.likelihood:
-        for c in cfg.candidates:
-            if c.model is not None:
-                profiles.append(_likelihood_rows(c, c.model, prefs, topics, cfg, rebuild, progress))
-    if cfg.stages.likelihood:
+    probed = [c for c in cfg.candidates if c.model is not None]
+    if cfg.stages.likelihood and probed:
+        for c in stage(probed, "likelihood", unit="models", enabled=progress, name_of=_name):
+            assert c.model is not None
+            profiles.append(_likelihood_rows(c, c.model, prefs, topics, cfg, rebuild, False))
         clock.lap("likelihood")
-    if cfg.stages.transfer:
-        for c in cfg.candidates:
-            if c.model is not None:
-                profiles.append(_transfer_rows(c, c.model, prefs, topics, cfg, rebuild, progress))
+    if cfg.stages.transfer and probed:
+        for c in stage(probed, "transfer probe", unit="models", enabled=progress, name_of=_name):
+            assert c.model is not None
+            profiles.append(_transfer_rows(c, c.model, prefs, topics, cfg, rebuild, False))
         clock.lap("transfer probe")
     profile = pl.concat(profiles).sort(["model", "slice", "metric", "topic"], nulls_last=False)
-    return _Profiled(
-        prefs, loaded.schema, loaded.n_bad, corpora, profile, result.manifests, semantic
-    )
+    return _Profiled(prefs, loaded.schema, loaded.n_bad, corpora, profile, manifests, semantic)
+
+
+def _name(c: CandidateSection) -> str:
+    return c.name
 
 
 def _likelihood_rows(

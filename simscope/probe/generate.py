@@ -155,7 +155,7 @@ def generate_corpus(
     corpus = _assemble(work, model_name, config)
     n_empty = config.n_docs - corpus.height
     if n_empty:
-        logger.warning("%d of %d samples were empty and are left out", n_empty, config.n_docs)
+        logger.info("%d of %d samples were empty and are left out", n_empty, config.n_docs)
     write_probe_corpus(corpus, out_path, {**settings, "n_empty_dropped": n_empty})
     shutil.rmtree(work, ignore_errors=True)
     return read_probe_corpus(out_path)
