@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from polars.testing import assert_frame_equal
 import pytest
 from datasketch import LeanMinHash, MinHashLSH
 from hypothesis import given, settings
@@ -25,9 +26,16 @@ from simscope.lexical.index import (
     shingle,
 )
 from simscope.lexical.minhash import NearDuplicateFinder, estimate_jaccard, lsh_params, sign
-from simscope.lexical.scorer import containment
+from simscope.lexical.scorer import (
+    HashedFeatures,
+    containment,
+    js_divergence,
+    lexical_estimators,
+)
 from simscope.normalize import TokenBatch, ngram_hashes, tokenize
 from simscope.overlap.profile import ProfileConfig, build_profile
+from simscope.records import PROFILE_SCHEMA
+from simscope.stats import bootstrapped, mean_statistic, scope_rows, topic_scopes
 from simscope.storage import hash_texts, outdated_indexes
 
 CFG = LexicalConfig()
@@ -355,3 +363,130 @@ def test_same_seed_same_profile(tmp_path: Path, prefs: pl.DataFrame) -> None:
     a = build_profile(prefs, corpora, tmp_path / "a", cfg, progress=False).profile
     b = build_profile(prefs, corpora, tmp_path / "b", cfg, progress=False).profile
     assert a.equals(b)
+
+
+# ---- streamed scoring ------------------------------------------------------------------------
+
+
+def _in_memory_estimators(texts: list[str], ngram_index, minhash_for, cfg: LexicalConfig):  # type: ignore[no-untyped-def]
+    """The lexical scorer as it was before it streamed: the whole slice tokenized and
+    signed at once, its hashed features one scipy sparse matrix (float64 counts)."""
+    import scipy.sparse as sp
+
+    from simscope.lexical.index import hashed_features
+
+    batch = tokenize(texts, cfg.normalization)
+    queries = sign(shingle(texts, cfg), num_perm=cfg.num_perm, seed=cfg.seed, engine=cfg.engine)
+    scales = scale_for_lengths(batch.lengths())
+    best = {t: np.zeros(len(texts)) for t in cfg.thresholds}
+    for scale in np.unique(scales).tolist():
+        rows = np.flatnonzero(scales == scale)
+        for t in cfg.thresholds:
+            best[t][rows] = minhash_for(int(scale)).finder.best_matches(queries[rows], t)[0]
+    rows_, buckets = hashed_features(batch, cfg.feature_buckets_log2)
+    transposed = (
+        sp.csr_matrix(
+            (np.ones(rows_.size), (rows_, buckets)),
+            shape=(len(texts), 1 << cfg.feature_buckets_log2),
+        )
+        .T.tocsr()
+    )
+    stats = {f"lexical.near_dup_rate@{t}": mean_statistic((best[t] >= t) * 1.0) for t in best}
+    for n in cfg.ngram_sizes:
+        frac = containment(batch, n, ngram_index.ngrams[n])
+        stats[f"lexical.containment_{n}gram"] = mean_statistic(frac)
+        share = np.where(np.isnan(frac), np.nan, (frac > cfg.contaminated_fraction) * 1.0)
+        stats[f"lexical.contaminated_share_{n}gram"] = mean_statistic(share)
+    features = ngram_index.features
+    stats["lexical.hashed_ngram_jsd"] = lambda w: js_divergence(transposed @ w, features)
+    return {
+        name: bootstrapped(
+            stat,
+            n_boot=40,
+            seed=3,
+            recenter=name == "lexical.hashed_ngram_jsd",
+            bounds=(0.0, 1.0),
+        )
+        for name, stat in stats.items()
+    }
+
+
+def test_streamed_profile_is_identical_to_the_in_memory_path(
+    tmp_path: Path, prefs: pl.DataFrame, shakespeare_paragraphs: list[str]
+) -> None:
+    chosen = prefs["chosen"].to_list()
+    mixed = corpus("mix", chosen[::2] + shakespeare_paragraphs[:150])
+    # blocks of 7 texts: every block boundary and a last partial block are crossed
+    cfg = LexicalConfig(batch_docs=7)
+    labels = np.arange(prefs.height) % 4 - 1  # three topics and texts in none
+    names = ["t0", "t1", "t2"]
+    streamed = build_profile(
+        prefs,
+        {"mix": mixed},
+        tmp_path,
+        ProfileConfig(n_boot=40, seed=3, lexical=cfg),
+        topics=type("T", (), {"labels": labels, "names": names})(),
+        progress=False,
+    ).profile
+    assert streamed.height > 0
+
+    ngram_index = build_ngram_index(mixed, tmp_path, cfg, progress=False)
+
+    def minhash_for(scale: int):  # type: ignore[no-untyped-def]
+        return build_minhash_index(mixed, tmp_path, cfg, scale, progress=False)
+
+    rows = []
+    for s in ("chosen", "prompt", "rejected"):
+        estimators = _in_memory_estimators(prefs[s].to_list(), ngram_index, minhash_for, cfg)
+        rows += scope_rows("mix", s, estimators, topic_scopes(prefs.height, labels, names))
+    expected = pl.DataFrame(rows, schema=PROFILE_SCHEMA).sort(
+        ["model", "slice", "metric", "topic"], nulls_last=False
+    )
+    assert_frame_equal(streamed, expected, check_exact=True)
+    # the contamination checks found copies, so the comparison covers non-zero values too
+    assert streamed.filter(pl.col("metric") == "lexical.near_dup_rate@0.8")["value"].max() > 0.3
+
+
+def test_hashed_feature_histogram_is_exact_in_any_chunking(
+    hh_records: list[dict[str, str]],
+) -> None:
+    texts = [r["chosen"] for r in hh_records[:120]]
+    w = np.random.default_rng(0).integers(0, 4, len(texts)).astype(np.float64)
+    one = HashedFeatures(16)
+    one.add(tokenize(texts))
+    many = HashedFeatures(16)
+    for lo in range(0, len(texts), 13):
+        many.add(tokenize(texts[lo : lo + 13]))
+    # the histogram by hand: each occurrence of a bucket adds its text's weight
+    from simscope.lexical.index import hashed_features
+
+    rows, buckets = hashed_features(tokenize(texts), 16)
+    expected = np.zeros(1 << 16)
+    np.add.at(expected, buckets, w[rows])
+    assert np.array_equal(one.histogram(w), expected)
+    assert np.array_equal(many.histogram(w), expected)
+    assert one.chunks[0][2].dtype == np.uint16
+    assert int(one.chunks[0][1].sum()) == rows.size
+
+
+def test_lexical_estimators_take_a_polars_column_like_a_list(
+    tmp_path: Path, prefs: pl.DataFrame
+) -> None:
+    c = corpus("self", prefs["chosen"].to_list()[:100])
+    cfg = LexicalConfig(batch_docs=50)
+    ngram_index = build_ngram_index(c, tmp_path, cfg, progress=False)
+
+    def minhash_for(scale: int):  # type: ignore[no-untyped-def]
+        return build_minhash_index(c, tmp_path, cfg, scale, progress=False)
+
+    column = prefs["chosen"]
+    a, scores_a = lexical_estimators(column, ngram_index, minhash_for, cfg, n_boot=20, seed=0)
+    b, scores_b = lexical_estimators(
+        column.to_list(), ngram_index, minhash_for, cfg, n_boot=20, seed=0
+    )
+    mask = np.ones(column.len(), dtype=bool)
+    assert {k: e(mask) for k, e in a.items()} == {k: e(mask) for k, e in b.items()}
+    assert np.array_equal(scores_a.best_doc[0.8], scores_b.best_doc[0.8])
+    # the first 100 texts are the corpus: (nearly) each finds itself, none past them does
+    assert (scores_a.best_doc[0.8][:100] >= 0).sum() >= 95
+    assert (scores_a.best_jaccard[0.8][:100] == 1.0).sum() >= 95
