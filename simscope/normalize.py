@@ -103,7 +103,7 @@ def _power_tables(n: int) -> tuple[np.ndarray, np.ndarray]:
     """``B^i`` and ``B^-i`` modulo 2^64 for ``i <= n`` (cached up to 16M entries)."""
     if _POWERS and _POWERS[0].size > n:
         return _POWERS[0], _POWERS[1]
-    size = max(n + 1, 1 << 20)
+    size = max(2 * n + 1, 1 << 20)  # room to grow: batches differ a little in length
     tables = []
     with np.errstate(over="ignore"):
         for base in (_POLY_BASE, _POLY_BASE_INV):
@@ -129,32 +129,110 @@ def mix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
+_FORMS: Final = ("NFC", "NFD", "NFKC", "NFKD", "")
+_ODD: Final = 0x7FFFFFFF  # not a code point: "look this one up the slow way"
+_WORD_BIT: Final = np.uint32(1 << 31)
+_LOWER_WORD: dict[str, np.ndarray] = {}
+
+
+def _lower_word_table(categories: str) -> np.ndarray:
+    """Per Basic Multilingual Plane code point: its ``str.lower`` with the word-character
+    flag of that lower case in bit 31; ``_ODD`` where no table entry can stand for
+    ``str.lower`` (a lower case of several code points such as U+0130's, one that depends on
+    the context: capital sigma, surrogates) and at U+FFFF, where astral code points clip to."""
+    table = _LOWER_WORD.get(categories)
+    if table is None:
+        word = _bmp_table(categories)
+        table = np.full(0x10000, _ODD, dtype=np.uint32)
+        for cp in range(0xFFFF):
+            if 0xD800 <= cp < 0xE000 or cp == 0x03A3:
+                continue
+            low = chr(cp).lower()
+            if len(low) == 1 and ord(low) < 0x10000:
+                table[cp] = ord(low) | (int(word[ord(low)]) << 31)
+        _LOWER_WORD[categories] = table
+    return table
+
+
+def _code_points(
+    texts: list[str], norm: Normalization
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The normalized texts, each followed by one separator, as one array of code points
+    (uint8 when they are all ASCII, else uint32), their word-character flags, and the length
+    of each normalized text.
+
+    The same code points as :func:`normalize_text` on each text, with less work per text: an
+    ASCII text is left as it is by every normalization form (and ``unicodedata.normalize``
+    returns an already normalized text as it is), and lower case is one table lookup over the
+    whole buffer, except in the rare texts holding a code point whose lower case is not one
+    code point of its own (those are lowered by ``str.lower``, one by one).
+    """
+    form = norm.unicode_form
+    if form not in _FORMS:
+        raise ValueError(f"unknown Unicode normalization form {form!r}")
+    normalized = [
+        t if t.isascii() or not form else unicodedata.normalize(form, t)  # type: ignore[arg-type]
+        for t in texts
+    ]
+    lengths = np.fromiter(map(len, normalized), dtype=np.int64, count=len(normalized))
+    joined = _SEPARATOR.join(normalized) + _SEPARATOR
+    if joined.isascii():
+        raw = joined.encode("ascii")
+        if norm.lowercase:
+            raw = raw.lower()
+        flags = _bmp_table(norm.word_categories)[:128].tobytes()
+        word = np.frombuffer(raw.translate(flags + bytes(128)), dtype=bool)
+        return np.frombuffer(raw, dtype=np.uint8), word, lengths
+    cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
+    if not norm.lowercase:
+        return cps, _is_word_char(cps, norm.word_categories), lengths
+    looked_up = _lower_word_table(norm.word_categories)[np.minimum(cps, 0xFFFF)]
+    odd = np.flatnonzero(looked_up == _ODD)
+    if odd.size == 0:
+        return looked_up & ~_WORD_BIT, looked_up >= _WORD_BIT, lengths
+    # texts holding such a code point: str.lower, and kept out of the table lookup
+    starts = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
+    slow = np.unique(np.searchsorted(starts, odd, side="right") - 1)
+    for i in slow.tolist():
+        normalized[i] = normalized[i].lower()
+        lengths[i] = len(normalized[i])
+    cps = np.frombuffer(
+        (_SEPARATOR.join(normalized) + _SEPARATOR).encode("utf-32-le"), dtype=np.uint32
+    )
+    in_slow = np.zeros(len(normalized), dtype=bool)
+    in_slow[slow] = True
+    keep = np.repeat(in_slow, lengths + 1)
+    looked_up = _lower_word_table(norm.word_categories)[np.minimum(cps, 0xFFFF)]
+    cps = np.where(keep, cps, looked_up & ~_WORD_BIT)
+    return cps, _is_word_char(cps, norm.word_categories), lengths
+
+
 def tokenize(texts: list[str], norm: Normalization = Normalization()) -> TokenBatch:
     """Normalize ``texts`` and hash their words, all texts at once."""
     if not texts:
         return TokenBatch(np.empty(0, _U64), np.zeros(1, np.int64))
-    normalized = [normalize_text(t, norm) for t in texts]
-    lengths = np.fromiter((len(t) for t in normalized), dtype=np.int64, count=len(normalized))
-    # Each text is followed by one separator (never a word char), so words cannot cross texts.
-    text_starts = np.concatenate(([0], np.cumsum(lengths + 1)))
-    joined = _SEPARATOR.join(normalized) + _SEPARATOR
-    cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
-    word = _is_word_char(cps, norm.word_categories)
-    edges = np.diff(word.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
-    starts = np.flatnonzero(edges == 1)
-    ends = np.flatnonzero(edges == -1)
+    cps, word, lengths = _code_points(texts, norm)
+    # Each text is followed by one separator (never a word char), so words cannot cross texts
+    # and the buffer ends outside a word: its changes alternate start, end, start, end, ...
+    edges = np.flatnonzero(word[1:] != word[:-1]) + 1
+    if word[0]:
+        edges = np.concatenate(([0], edges))
+    starts, ends = edges[0::2], edges[1::2]
 
     n = cps.size
     powers, inv_powers = _power_tables(n)
     with np.errstate(over="ignore"):
-        prefix = np.zeros(n + 1, dtype=_U64)
-        np.cumsum(cps.astype(_U64) * powers[:n], out=prefix[1:])
-        inv_at_start = inv_powers[starts]
-        raw = (prefix[ends] - prefix[starts]) * inv_at_start
+        prefix = np.empty(n + 1, dtype=_U64)
+        prefix[0] = 0
+        prefix[1:] = cps  # widen first: a mixed-type multiply is several times slower
+        np.multiply(prefix[1:], powers[:n], out=prefix[1:])
+        np.cumsum(prefix[1:], out=prefix[1:])
+        raw = (prefix[ends] - prefix[starts]) * inv_powers[starts]
         raw ^= (ends - starts).astype(_U64) * _U64(0xD6E8FEB86659FD93)
         raw ^= mix64(np.array([norm.hash_seed], dtype=_U64))[0]
     hashes = mix64(raw)
-    offsets = np.searchsorted(starts, text_starts[:-1], side="left").astype(np.int64)
+    text_starts = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
+    offsets = np.searchsorted(starts, text_starts, side="left").astype(np.int64)
     offsets = np.append(offsets, starts.size)
     return TokenBatch(hashes, offsets)
 
@@ -205,8 +283,15 @@ _MIX_MUL: Final = 0xC2B2AE3D27D4EB4F
 
 
 def _combine(h: np.ndarray, pos: np.ndarray, n: int) -> np.ndarray:
-    acc = np.zeros(pos.size, dtype=_U64)
+    """The n-gram hash at each start position ``pos`` of the flat word-hash array ``h``."""
+    if pos.size == 0:
+        return np.empty(0, dtype=_U64)
+    # Over every start position at once with contiguous slices (faster than gathering
+    # h[pos + k] n times), then keep the starts whose n words lie in one text.
+    m = h.size - n + 1
+    acc = np.zeros(m, dtype=_U64)
     with np.errstate(over="ignore"):
         for k in range(n):
-            acc = acc * _U64(_MIX_MUL) + h[pos + k]
-    return mix64(acc ^ _U64(n))
+            acc *= _U64(_MIX_MUL)
+            acc += h[k : k + m]
+    return mix64(acc[pos] ^ _U64(n))

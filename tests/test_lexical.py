@@ -103,6 +103,30 @@ def test_normalization_folds_case_width_and_whitespace() -> None:
     assert a.tolist() == b.tolist() == c.tolist()
 
 
+_TRICKY = "aZ \n.,'ΣσςİIıǅﬁ\u00a0\u0301e\u0130𝐀𝔷\u212a\u1e9e\u0345\u2028"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.text(alphabet=st.one_of(st.sampled_from(_TRICKY), st.characters(codec="utf-8"))),
+        max_size=6,
+    )
+)
+def test_batch_tokenize_equals_normalizing_each_text_alone(texts: list[str]) -> None:
+    # The batch path lowers through a table and skips ASCII texts; the reference normalizes
+    # each text with unicodedata + str.lower and hashes its code points as they are.
+    from simscope.normalize import Normalization, normalize_text
+
+    raw = Normalization(unicode_form="", lowercase=False)
+    batch = tokenize(texts)
+    for i, t in enumerate(texts):
+        alone = tokenize([normalize_text(t)], raw)
+        assert batch.hashes[batch.offsets[i] : batch.offsets[i + 1]].tolist() == (
+            alone.hashes.tolist()
+        ), t
+
+
 def test_golden_word_hashes_and_signature() -> None:
     # Pinned: a change here invalidates every index on disk (bump storage.FORMAT_VERSION).
     assert tokenize(["Hello, World!"]).hashes.tolist() == [
