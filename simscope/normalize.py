@@ -130,26 +130,27 @@ def mix64(x: np.ndarray) -> np.ndarray:
 
 
 _FORMS: Final = ("NFC", "NFD", "NFKC", "NFKD", "")
-_ODD: Final = 0x7FFFFFFF  # not a code point: "look this one up the slow way"
-_WORD_BIT: Final = np.uint32(1 << 31)
+_ODD: Final = np.uint64(0x7FFFFFFF)  # not a code point: "look this one up the slow way"
+_WORD_BIT: Final = np.uint64(1 << 63)
 _LOWER_WORD: dict[str, np.ndarray] = {}
 
 
 def _lower_word_table(categories: str) -> np.ndarray:
-    """Per Basic Multilingual Plane code point: its ``str.lower`` with the word-character
-    flag of that lower case in bit 31; ``_ODD`` where no table entry can stand for
-    ``str.lower`` (a lower case of several code points such as U+0130's, one that depends on
-    the context: capital sigma, surrogates) and at U+FFFF, where astral code points clip to."""
+    """Per Basic Multilingual Plane code point: its ``str.lower`` (uint64, ready for the word
+    hashes) with the word-character flag of that lower case in bit 63; ``_ODD`` where no
+    table entry can stand for ``str.lower`` (a lower case of several code points such as
+    U+0130's, one that depends on the context: capital sigma) and at the surrogates, which
+    stand for astral code points in UTF-16."""
     table = _LOWER_WORD.get(categories)
     if table is None:
         word = _bmp_table(categories)
-        table = np.full(0x10000, _ODD, dtype=np.uint32)
-        for cp in range(0xFFFF):
+        table = np.full(0x10000, _ODD, dtype=_U64)
+        for cp in range(0x10000):
             if 0xD800 <= cp < 0xE000 or cp == 0x03A3:
                 continue
             low = chr(cp).lower()
             if len(low) == 1 and ord(low) < 0x10000:
-                table[cp] = ord(low) | (int(word[ord(low)]) << 31)
+                table[cp] = ord(low) | (int(word[ord(low)]) << 63)
         _LOWER_WORD[categories] = table
     return table
 
@@ -158,7 +159,7 @@ def _code_points(
     texts: list[str], norm: Normalization
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The normalized texts, each followed by one separator, as one array of code points
-    (uint8 when they are all ASCII, else uint32), their word-character flags, and the length
+    (uint8 when they are all ASCII, else uint64), their word-character flags, and the length
     of each normalized text.
 
     The same code points as :func:`normalize_text` on each text, with less work per text: an
@@ -183,14 +184,20 @@ def _code_points(
         flags = _bmp_table(norm.word_categories)[:128].tobytes()
         word = np.frombuffer(raw.translate(flags + bytes(128)), dtype=bool)
         return np.frombuffer(raw, dtype=np.uint8), word, lengths
-    cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
     if not norm.lowercase:
+        cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
         return cps, _is_word_char(cps, norm.word_categories), lengths
-    looked_up = _lower_word_table(norm.word_categories)[np.minimum(cps, 0xFFFF)]
-    odd = np.flatnonzero(looked_up == _ODD)
-    if odd.size == 0:
-        return looked_up & ~_WORD_BIT, looked_up >= _WORD_BIT, lengths
+    table = _lower_word_table(norm.word_categories)
+    # UTF-16 is half of UTF-32 and indexes the table as it is; an astral code point shows as
+    # two surrogates, which the table flags, so its text takes the slow path below
+    looked_up = table[np.frombuffer(joined.encode("utf-16-le", "surrogatepass"), np.uint16)]
+    if not (looked_up == _ODD).any():
+        word = looked_up >= _WORD_BIT
+        np.bitwise_and(looked_up, ~_WORD_BIT, out=looked_up)
+        return looked_up, word, lengths
     # texts holding such a code point: str.lower, and kept out of the table lookup
+    cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
+    odd = np.flatnonzero((table[np.minimum(cps, 0xFFFF)] == _ODD) | (cps > 0xFFFF))
     starts = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
     slow = np.unique(np.searchsorted(starts, odd, side="right") - 1)
     for i in slow.tolist():
@@ -202,8 +209,8 @@ def _code_points(
     in_slow = np.zeros(len(normalized), dtype=bool)
     in_slow[slow] = True
     keep = np.repeat(in_slow, lengths + 1)
-    looked_up = _lower_word_table(norm.word_categories)[np.minimum(cps, 0xFFFF)]
-    cps = np.where(keep, cps, looked_up & ~_WORD_BIT)
+    looked_up = table[np.minimum(cps, 0xFFFF)] & ~_WORD_BIT
+    cps = np.where(keep, cps, looked_up)
     return cps, _is_word_char(cps, norm.word_categories), lengths
 
 
@@ -224,7 +231,7 @@ def tokenize(texts: list[str], norm: Normalization = Normalization()) -> TokenBa
     with np.errstate(over="ignore"):
         prefix = np.empty(n + 1, dtype=_U64)
         prefix[0] = 0
-        prefix[1:] = cps  # widen first: a mixed-type multiply is several times slower
+        prefix[1:] = cps  # widen first (a no-op copy for uint64): mixed types multiply slowly
         np.multiply(prefix[1:], powers[:n], out=prefix[1:])
         np.cumsum(prefix[1:], out=prefix[1:])
         raw = (prefix[ends] - prefix[starts]) * inv_powers[starts]

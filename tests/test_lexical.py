@@ -138,7 +138,8 @@ def test_golden_word_hashes_and_signature() -> None:
         878596624934215830,
         4992365058970126744,
     ]
-    sig = sign(shingle(["The quick brown fox jumps over the lazy dog."], CFG), num_perm=128, seed=0)
+    fox = shingle(["The quick brown fox jumps over the lazy dog."], CFG)
+    sig = sign(fox, num_perm=128, seed=0, engine="rensa")
     assert sig[0, :8].tolist() == [
         31301813,
         3453399108,
@@ -149,6 +150,24 @@ def test_golden_word_hashes_and_signature() -> None:
         3376234950,
         3362195438,
     ]
+
+
+def test_golden_oph_signature() -> None:
+    # Pinned: a change here must bump minhash.OPH_VERSION (indexes signed before are refused).
+    fox = shingle(["The quick brown fox jumps over the lazy dog."], CFG)
+    sig = sign(fox, num_perm=128, seed=0, engine="oph")
+    # 9 words: 5 shingles fill 5 of the 128 bins, the others copy one of them
+    assert sig[0, :8].tolist() == [
+        498767865,
+        1317122687,
+        3074225738,
+        1317122687,
+        2142095668,
+        2142095668,
+        498767865,
+        1317122687,
+    ]
+    assert np.unique(sig).size == 5
 
 
 def test_ngrams_and_short_texts() -> None:
@@ -168,7 +187,7 @@ def _exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return len(sa & sb) / len(sa | sb)
 
 
-@pytest.mark.parametrize("engine", ["rensa", "datasketch"])
+@pytest.mark.parametrize("engine", ["oph", "rensa", "datasketch"])
 def test_minhash_estimates_exact_jaccard_on_real_pairs(
     hh_records: list[dict[str, str]], engine: str
 ) -> None:
@@ -199,6 +218,39 @@ def test_jaccard_estimate_bounded_symmetric_and_one_on_itself(texts: list[str]) 
             assert 0.0 <= e_ij <= 1.0
             assert e_ij == float(estimate_jaccard(sig[j], sig[i])[0])
         assert float(estimate_jaccard(sig[i], sig[i])[0]) == 1.0
+
+
+def test_oph_signs_each_text_as_if_alone_and_knows_the_extremes(
+    hh_records: list[dict[str, str]],
+) -> None:
+    texts = [r["chosen"] for r in hh_records[:60]] + ["", "one", "two words", "one"]
+    sh = shingle(texts, CFG)
+    batch = sign(sh, num_perm=128, seed=5, engine="oph")
+    for i, t in enumerate(texts):
+        assert np.array_equal(batch[i], sign(shingle([t], CFG), num_perm=128, seed=5)[0]), i
+    assert (batch[60] == np.iinfo(np.uint32).max).all()  # empty text: matches nothing
+    assert float(estimate_jaccard(batch[61], batch[63])[0]) == 1.0  # the same one shingle
+    assert float(estimate_jaccard(batch[61], batch[62])[0]) == 0.0  # disjoint
+    other_seed = sign(sh, num_perm=128, seed=6, engine="oph")
+    assert (other_seed[:60] != batch[:60]).mean() > 0.9
+    # any width, not only powers of two, and every bin of a non-empty text is filled
+    odd = sign(sh, num_perm=100, seed=5, engine="oph")
+    assert odd.shape == (64, 100)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 300), st.integers(0, 300), st.integers(0, 300), st.integers(0, 2**32))
+def test_oph_estimate_is_close_to_exact_jaccard(shared: int, only_a: int, only_b: int, seed: int):
+    # Random 64-bit "shingles" with a known Jaccard: the estimate over 256 bins has a standard
+    # deviation of at most 0.5 / sqrt(256) = 0.031 (Shrivastava 2017: densified one-permutation
+    # hashing is within the variance of classic MinHash); 0.2 is over 6 standard deviations.
+    rng = np.random.default_rng(seed)
+    pool = rng.integers(0, 2**63, shared + only_a + only_b, dtype=np.uint64)
+    a, b = pool[: shared + only_a], np.concatenate((pool[:shared], pool[shared + only_a :]))
+    sh = TokenBatch(np.concatenate((a, b)), np.array([0, a.size, a.size + b.size]))
+    sig = sign(sh, num_perm=256, seed=seed, engine="oph")
+    exact = shared / (shared + only_a + only_b)
+    assert abs(float(estimate_jaccard(sig[0], sig[1])[0]) - exact) < 0.2
 
 
 def test_banding_finds_the_same_candidates_as_datasketch(
@@ -267,7 +319,7 @@ def test_index_round_trip_and_refusals(tmp_path: Path, shakespeare_paragraphs: l
     built = build_minhash_index(c, tmp_path, CFG, 32, progress=False)
     loaded = build_minhash_index(c, tmp_path, CFG, 32, progress=False)
     assert np.array_equal(built.signatures, loaded.signatures)
-    assert loaded.manifest["params"]["engine"] == "rensa"
+    assert loaded.manifest["params"]["engine"] == "oph"
     assert not list(tmp_path.glob("*.incomplete"))
 
     with pytest.raises(SimscopeError) as e:
@@ -275,7 +327,11 @@ def test_index_round_trip_and_refusals(tmp_path: Path, shakespeare_paragraphs: l
     assert "num_perm: index has 128, requested 64" in str(e.value)
     with pytest.raises(SimscopeError) as e:
         build_minhash_index(c, tmp_path, LexicalConfig(engine="datasketch"), 32, progress=False)
-    assert "engine: index has 'rensa', requested 'datasketch'" in str(e.value)
+    assert "engine: index has 'oph', requested 'datasketch'" in str(e.value)
+    with pytest.raises(SimscopeError) as e:  # an index signed by the previous default
+        build_minhash_index(c, tmp_path, LexicalConfig(engine="rensa"), 32, progress=False)
+    assert "engine: index has 'oph', requested 'rensa'" in str(e.value)
+    assert "rebuild" in str(e.value)
     changed = corpus("bard", shakespeare_paragraphs[:399])
     with pytest.raises(SimscopeError, match="input_hash: index has"):
         build_minhash_index(changed, tmp_path, CFG, 32, progress=False)

@@ -52,7 +52,7 @@ class LexicalConfig:
     shingle_words: int = 5
     num_perm: int = 128
     seed: int = 0
-    engine: str = "rensa"
+    engine: str = "oph"
     thresholds: tuple[float, ...] = (0.5, 0.8)
     ngram_sizes: tuple[int, ...] = (8, 13)
     contaminated_fraction: float = 0.5
