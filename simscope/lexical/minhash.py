@@ -133,12 +133,13 @@ def _sign_oph(shingles: TokenBatch, num_perm: int, seed: int) -> np.ndarray:
     # Densify: each empty bin of a non-empty text copies the first filled bin along its
     # order, looked up 1, 2, 4, ... positions at a time (most find one at the first look), so
     # the loop runs at most log2(k) + 1 times.
-    index = np.int32 if n * k < 2**31 else np.int64
-    empty = np.flatnonzero(~filled & np.repeat(lengths > 0, k)).astype(index)
-    bin_ = empty % index(k)
+    index = np.dtype(np.int32 if n * k < 2**31 else np.int64)
+    empty: np.ndarray = np.flatnonzero(~filled & np.repeat(lengths > 0, k)).astype(index)
+    bin_ = empty % np.array(k, dtype=index)
     base = empty - bin_
     order = _bin_orders(k, seed).astype(index)
-    done_cells, done_src = [], []
+    done_cells: list[np.ndarray] = []
+    done_src: list[np.ndarray] = []
     pos, step = 0, 1
     while empty.size:
         if step == 1:
