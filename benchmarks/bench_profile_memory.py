@@ -116,7 +116,9 @@ def _status_mib(key: str) -> float:
     return float("nan")
 
 
-def run_child(prefs_path: Path, corpus_path: Path, index_root: Path, out: Path, n_boot: int) -> Any:
+def run_child(
+    prefs_path: Path, corpus_path: Path, index_root: Path, out: Path, n_boot: int, rebuild: bool
+) -> Any:
     from simscope.overlap.profile import ProfileConfig, build_profile
 
     prefs = pl.read_parquet(prefs_path)
@@ -124,7 +126,12 @@ def run_child(prefs_path: Path, corpus_path: Path, index_root: Path, out: Path, 
     inputs_rss = _status_mib("VmRSS")
     c0, t0 = time.process_time(), time.perf_counter()
     result = build_profile(
-        prefs, {MODEL: corpus}, index_root, ProfileConfig(n_boot=n_boot), progress=False
+        prefs,
+        {MODEL: corpus},
+        index_root,
+        ProfileConfig(n_boot=n_boot),
+        rebuild=rebuild,
+        progress=False,
     )
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = _status_mib("VmHWM")
@@ -169,10 +176,11 @@ def main() -> None:
     )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/simscope-bench-profile"))
     parser.add_argument("--child", nargs=4, metavar=("PREFS", "CORPUS", "INDEXES", "OUT"))
+    parser.add_argument("--rebuild", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         prefs, corpus, indexes, out = map(Path, args.child)
-        print(json.dumps(run_child(prefs, corpus, indexes, out, args.n_boot)))
+        print(json.dumps(run_child(prefs, corpus, indexes, out, args.n_boot, args.rebuild)))
         return
 
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -191,6 +199,7 @@ def main() -> None:
     print(header)
     print("|---:|---|---:|---:|---:|---:|---:|---:|---|")
     previous: dict[str, tuple[int, float]] = {}
+    warmed: set[str] = set()
     for size in args.sizes:
         prefs, corpus = ensure_inputs(args.workdir, size, args.docs, args.seed)
         outs: dict[str, Path] = {}
@@ -198,20 +207,12 @@ def main() -> None:
             if name == "before" and size > args.before_max:
                 continue
             indexes = args.workdir / f"indexes-{name}"
-            if not indexes.exists():  # warm-up: build the corpus's indexes, untimed
+            if name not in warmed:  # build the corpus's indexes afresh, untimed
                 warm, _ = ensure_inputs(args.workdir, 2_000, args.docs, args.seed)
-                run_measured(
-                    src,
-                    [
-                        "--child",
-                        str(warm),
-                        str(corpus),
-                        str(indexes),
-                        str(args.workdir / "warm.parquet"),
-                        "--n-boot",
-                        "0",
-                    ],
-                )
+                warm_out = str(args.workdir / "warm.parquet")
+                warm_args = ["--child", str(warm), str(corpus), str(indexes), warm_out]
+                run_measured(src, [*warm_args, "--rebuild", "--n-boot", "0"])
+                warmed.add(name)
             out = args.workdir / f"profile-{name}-{size}.parquet"
             load0 = os.getloadavg()[0]
             r = run_measured(

@@ -373,6 +373,22 @@ def test_an_index_from_an_older_simscope_is_named_as_such(
     assert outdated_indexes(tmp_path) == []
 
 
+def test_minhash_indexes_of_another_engine_are_listed_for_a_cache_to_delete(
+    tmp_path: Path, shakespeare_paragraphs: list[str]
+) -> None:
+    from simscope.lexical.index import minhash_indexes_signed_otherwise
+
+    c = corpus("bard", shakespeare_paragraphs[:40])
+    old = build_minhash_index(c, tmp_path / "a", LexicalConfig(engine="rensa"), 32, progress=False)
+    new = build_minhash_index(c, tmp_path / "b", CFG, 32, progress=False)
+    build_ngram_index(c, tmp_path / "a", CFG, progress=False)  # not a MinHash index
+    assert minhash_indexes_signed_otherwise(tmp_path / "a", CFG) == [old.path]
+    assert minhash_indexes_signed_otherwise(tmp_path / "b", CFG) == []
+    assert minhash_indexes_signed_otherwise(tmp_path / "b", LexicalConfig(engine="rensa")) == [
+        new.path
+    ]
+
+
 def test_a_corpus_with_null_ids_or_texts_is_refused(tmp_path: Path) -> None:
     with_null = corpus("m", ["a text", "another"]).with_columns(
         pl.Series("text", ["a text", None], dtype=pl.String)

@@ -31,6 +31,7 @@ from simscope.examples.data import (
     mixture,
 )
 from simscope.examples.reward import train_reward_model
+from simscope.lexical.index import LexicalConfig, minhash_indexes_signed_otherwise
 from simscope.pipeline import RunResult, load_run_config, run
 from simscope.probe.tiny import TinyLMConfig, train_tiny_lm
 from simscope.storage import atomic_file, hash_file, hash_texts, outdated_indexes
@@ -72,7 +73,10 @@ def run_demo(
     start = time.perf_counter()
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    for stale in outdated_indexes(work_dir / "indexes"):
+    indexes = work_dir / "indexes"
+    for stale in outdated_indexes(indexes) + minhash_indexes_signed_otherwise(
+        indexes, LexicalConfig()
+    ):
         logger.info("deleting %s (written by an older simscope)", stale)
         shutil.rmtree(stale)
     records = hh_records()
