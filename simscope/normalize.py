@@ -15,6 +15,7 @@ machines and library versions.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal, cast
 
@@ -23,7 +24,7 @@ import numpy as np
 _U64: Final = np.uint64
 _POLY_BASE: Final = 0x9E3779B97F4A7C15  # odd, so invertible modulo 2^64
 _POLY_BASE_INV: Final = pow(_POLY_BASE, -1, 1 << 64)
-_SEPARATOR: Final = "\n"
+_SEPARATOR: Final = "\x00"  # never a word character, and (nearly) never in a text
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,19 +156,19 @@ def _lower_word_table(categories: str) -> np.ndarray:
     return table
 
 
-def _code_points(
-    texts: list[str], norm: Normalization
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The normalized texts, each followed by one separator, as one array of code points
-    (uint8 when they are all ASCII, else uint64), their word-character flags, and the length
-    of each normalized text.
+def tokenize(texts: list[str], norm: Normalization = Normalization()) -> TokenBatch:
+    """Normalize ``texts`` and hash their words, all texts at once.
 
-    The same code points as :func:`normalize_text` on each text, with less work per text: an
-    ASCII text is left as it is by every normalization form (and ``unicodedata.normalize``
-    returns an already normalized text as it is), and lower case is one table lookup over the
-    whole buffer, except in the rare texts holding a code point whose lower case is not one
-    code point of its own (those are lowered by ``str.lower``, one by one).
+    The same word hashes as :func:`normalize_text` on each text, split on its own, with less
+    work per text: an ASCII text is left as it is by every normalization form (and
+    ``unicodedata.normalize`` returns an already normalized text as it is), and lower case and
+    word flags are one table lookup over the whole batch (UTF-16). Only the rare texts holding
+    a code point the table cannot stand for (astral ones such as emoji, a lower case of
+    several code points such as U+0130's, one that depends on the context: capital sigma) go
+    through ``str.lower`` and are split apart, then put back in their place.
     """
+    if not texts:
+        return TokenBatch(np.empty(0, _U64), np.zeros(1, np.int64))
     form = norm.unicode_form
     if form not in _FORMS:
         raise ValueError(f"unknown Unicode normalization form {form!r}")
@@ -175,7 +176,6 @@ def _code_points(
         t if t.isascii() or not form else unicodedata.normalize(form, t)  # type: ignore[arg-type]
         for t in texts
     ]
-    lengths = np.fromiter(map(len, normalized), dtype=np.int64, count=len(normalized))
     joined = _SEPARATOR.join(normalized) + _SEPARATOR
     if joined.isascii():
         raw = joined.encode("ascii")
@@ -183,49 +183,66 @@ def _code_points(
             raw = raw.lower()
         flags = _bmp_table(norm.word_categories)[:128].tobytes()
         word = np.frombuffer(raw.translate(flags + bytes(128)), dtype=bool)
-        return np.frombuffer(raw, dtype=np.uint8), word, lengths
+        return _hash_words(np.frombuffer(raw, dtype=np.uint8), word, _ends(normalized), norm)
     if not norm.lowercase:
-        cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
-        return cps, _is_word_char(cps, norm.word_categories), lengths
+        return _tokenize_slowly(normalized, norm)
     table = _lower_word_table(norm.word_categories)
-    # UTF-16 is half of UTF-32 and indexes the table as it is; an astral code point shows as
-    # two surrogates, which the table flags, so its text takes the slow path below
-    looked_up = table[np.frombuffer(joined.encode("utf-16-le", "surrogatepass"), np.uint16)]
-    if not (looked_up == _ODD).any():
+    units = np.frombuffer(joined.encode("utf-16-le", "surrogatepass"), dtype=np.uint16)
+    ends = np.flatnonzero(units == 0)
+    if ends.size != len(texts):  # a text holds the separator itself
+        return _tokenize_slowly(normalized, norm)
+    looked_up = table[units]
+    odd = np.flatnonzero(looked_up == _ODD)
+    if odd.size == 0:
         word = looked_up >= _WORD_BIT
         np.bitwise_and(looked_up, ~_WORD_BIT, out=looked_up)
-        return looked_up, word, lengths
-    # texts holding such a code point: str.lower, and kept out of the table lookup
-    cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
-    odd = np.flatnonzero((table[np.minimum(cps, 0xFFFF)] == _ODD) | (cps > 0xFFFF))
-    starts = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
-    slow = np.unique(np.searchsorted(starts, odd, side="right") - 1)
-    for i in slow.tolist():
-        normalized[i] = normalized[i].lower()
-        lengths[i] = len(normalized[i])
-    cps = np.frombuffer(
-        (_SEPARATOR.join(normalized) + _SEPARATOR).encode("utf-32-le"), dtype=np.uint32
-    )
-    in_slow = np.zeros(len(normalized), dtype=bool)
-    in_slow[slow] = True
-    keep = np.repeat(in_slow, lengths + 1)
-    looked_up = table[np.minimum(cps, 0xFFFF)] & ~_WORD_BIT
-    cps = np.where(keep, cps, looked_up)
-    return cps, _is_word_char(cps, norm.word_categories), lengths
+        return _hash_words(looked_up, word, ends, norm)
+    slow = np.unique(np.searchsorted(ends, odd, side="left"))
+    fast = np.setdiff1d(np.arange(len(texts)), slow)
+    slow_part = _tokenize_slowly([normalized[i] for i in slow.tolist()], norm)
+    fast_part = tokenize([normalized[i] for i in fast.tolist()], norm)
+    return _interleave(len(texts), ((fast, fast_part), (slow, slow_part)))
 
 
-def tokenize(texts: list[str], norm: Normalization = Normalization()) -> TokenBatch:
-    """Normalize ``texts`` and hash their words, all texts at once."""
-    if not texts:
+def _ends(texts: list[str]) -> np.ndarray:
+    """Where each text's separator lies in the joined buffer (one code unit per character)."""
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    return np.cumsum(lengths + 1) - 1
+
+
+def _tokenize_slowly(normalized: list[str], norm: Normalization) -> TokenBatch:
+    """:func:`tokenize` of already normalized texts, lowering each with ``str.lower``."""
+    if not normalized:
         return TokenBatch(np.empty(0, _U64), np.zeros(1, np.int64))
-    cps, word, lengths = _code_points(texts, norm)
+    done = [t.lower() for t in normalized] if norm.lowercase else normalized
+    cps = np.frombuffer((_SEPARATOR.join(done) + _SEPARATOR).encode("utf-32-le"), np.uint32)
+    return _hash_words(cps, _is_word_char(cps, norm.word_categories), _ends(done), norm)
+
+
+def _interleave(n: int, parts: Iterable[tuple[np.ndarray, TokenBatch]]) -> TokenBatch:
+    """One TokenBatch of ``n`` texts from batches of some of them (their indices, in order)."""
+    parts = list(parts)
+    lengths = np.zeros(n, dtype=np.int64)
+    for rows, batch in parts:
+        lengths[rows] = batch.lengths()
+    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    hashes = np.empty(int(offsets[-1]), dtype=_U64)
+    for rows, batch in parts:
+        shift = np.repeat(offsets[rows] - batch.offsets[:-1], batch.lengths())
+        hashes[shift + np.arange(batch.hashes.size)] = batch.hashes
+    return TokenBatch(hashes, offsets)
+
+
+def _hash_words(
+    cps: np.ndarray, word: np.ndarray, ends: np.ndarray, norm: Normalization
+) -> TokenBatch:
+    """Word hashes of a buffer of code points, its word flags and its texts' separators."""
     # Each text is followed by one separator (never a word char), so words cannot cross texts
     # and the buffer ends outside a word: its changes alternate start, end, start, end, ...
     edges = np.flatnonzero(word[1:] != word[:-1]) + 1
     if word[0]:
         edges = np.concatenate(([0], edges))
-    starts, ends = edges[0::2], edges[1::2]
-
+    starts, stops = edges[0::2], edges[1::2]
     n = cps.size
     powers, inv_powers = _power_tables(n)
     with np.errstate(over="ignore"):
@@ -234,11 +251,11 @@ def tokenize(texts: list[str], norm: Normalization = Normalization()) -> TokenBa
         prefix[1:] = cps  # widen first (a no-op copy for uint64): mixed types multiply slowly
         np.multiply(prefix[1:], powers[:n], out=prefix[1:])
         np.cumsum(prefix[1:], out=prefix[1:])
-        raw = (prefix[ends] - prefix[starts]) * inv_powers[starts]
-        raw ^= (ends - starts).astype(_U64) * _U64(0xD6E8FEB86659FD93)
+        raw = (prefix[stops] - prefix[starts]) * inv_powers[starts]
+        raw ^= (stops - starts).astype(_U64) * _U64(0xD6E8FEB86659FD93)
         raw ^= mix64(np.array([norm.hash_seed], dtype=_U64))[0]
     hashes = mix64(raw)
-    text_starts = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
+    text_starts = np.concatenate(([0], ends[:-1] + 1))
     offsets = np.searchsorted(starts, text_starts, side="left").astype(np.int64)
     offsets = np.append(offsets, starts.size)
     return TokenBatch(hashes, offsets)
