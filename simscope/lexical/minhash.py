@@ -131,19 +131,20 @@ def _sign_oph(shingles: TokenBatch, num_perm: int, seed: int) -> np.ndarray:
     filled = np.zeros(n * k, dtype=bool)
     filled[cell] = True
     # Densify: each empty bin of a non-empty text copies the first filled bin along its
-    # order, looked up 1, 2, 4, ... positions at a time (most find one at the first look), so
-    # the loop runs at most log2(k) + 1 times.
+    # order, looked up one position at a time for the first three (most find one there),
+    # then 2, 4, 8, ... at a time, so the loop runs at most log2(k) + 3 times.
     index = np.dtype(np.int32 if n * k < 2**31 else np.int64)
     empty: np.ndarray = np.flatnonzero(~filled & np.repeat(lengths > 0, k)).astype(index)
     bin_ = empty % np.array(k, dtype=index)
     base = empty - bin_
     order = _bin_orders(k, seed).astype(index)
+    by_position = np.ascontiguousarray(order.T)  # row p: each bin's p-th bin to look at
     done_cells: list[np.ndarray] = []
     done_src: list[np.ndarray] = []
     pos, step = 0, 1
     while empty.size:
         if step == 1:
-            donors = base + order[bin_, pos]
+            donors = base + by_position[pos][bin_]
             hit = filled[donors]
             done_cells.append(empty[hit])
             done_src.append(donors[hit])
@@ -160,7 +161,7 @@ def _sign_oph(shingles: TokenBatch, num_perm: int, seed: int) -> np.ndarray:
             hit[row] = True
         miss = ~hit
         empty, bin_, base = empty[miss], bin_[miss], base[miss]
-        pos, step = pos + step, step * 2
+        pos, step = pos + step, (1 if pos + step < 3 else step * 2)
         # every order holds every bin, and each of these texts has a filled one
         assert pos < k or not empty.size
     if done_cells:
