@@ -216,6 +216,9 @@ class NearDuplicateFinder:
         # Identical windows (boilerplate) are kept once, so candidate lists stay short.
         _, first = np.unique(self.signatures, axis=0, return_index=True)
         self._keep = np.sort(first[~empty[first]])
+        # rows as int32 where they fit: a quarter less memory per (window, band)
+        if self.signatures.shape[0] < 2**31:
+            self._keep = self._keep.astype(np.int32)
         num_perm = self.signatures.shape[1]
         self._sorted: dict[float, list[tuple[np.ndarray, np.ndarray]]] = {}
         for t in self.thresholds:

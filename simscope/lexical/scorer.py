@@ -71,7 +71,7 @@ def text_blocks(texts: Texts, size: int) -> Iterator[tuple[int, list[str]]]:
             yield lo, list(texts[lo : lo + size])
 
 
-_CHUNK_VALUES = 1 << 22
+_CHUNK_VALUES = 1 << 20
 """Bucket ids per stored chunk of :class:`HashedFeatures` (blocks are merged up to this)."""
 
 
