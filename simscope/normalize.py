@@ -14,6 +14,7 @@ machines and library versions.
 
 from __future__ import annotations
 
+import itertools
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -156,6 +157,11 @@ def _lower_word_table(categories: str) -> np.ndarray:
     return table
 
 
+_CHUNK_CHARS: Final = 1 << 18
+"""Characters tokenized at once: the buffers (8 bytes per character) then stay in the CPU's
+caches; 2,000 texts at a time ran half as fast here."""
+
+
 def tokenize(texts: list[str], norm: Normalization = Normalization()) -> TokenBatch:
     """Normalize ``texts`` and hash their words, all texts at once.
 
@@ -167,6 +173,26 @@ def tokenize(texts: list[str], norm: Normalization = Normalization()) -> TokenBa
     several code points such as U+0130's, one that depends on the context: capital sigma) go
     through ``str.lower`` and are split apart, then put back in their place.
     """
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    if lengths.sum() <= _CHUNK_CHARS:
+        return _tokenize_chunk(texts, norm)
+    # cut before the text that crosses each multiple of _CHUNK_CHARS (at least one text each)
+    cuts = np.unique(
+        np.searchsorted(
+            np.cumsum(lengths),
+            np.arange(1, 1 + lengths.sum() // _CHUNK_CHARS) * _CHUNK_CHARS,
+            side="right",
+        )
+    )
+    bounds = [0, *(int(c) for c in cuts if 0 < c < len(texts)), len(texts)]
+    parts = [_tokenize_chunk(texts[a:b], norm) for a, b in itertools.pairwise(bounds)]
+    offsets = [parts[0].offsets]
+    for part in parts[1:]:
+        offsets.append(part.offsets[1:] + offsets[-1][-1])
+    return TokenBatch(np.concatenate([p.hashes for p in parts]), np.concatenate(offsets))
+
+
+def _tokenize_chunk(texts: list[str], norm: Normalization) -> TokenBatch:
     if not texts:
         return TokenBatch(np.empty(0, _U64), np.zeros(1, np.int64))
     form = norm.unicode_form
@@ -200,7 +226,7 @@ def tokenize(texts: list[str], norm: Normalization = Normalization()) -> TokenBa
     slow = np.unique(np.searchsorted(ends, odd, side="left"))
     fast = np.setdiff1d(np.arange(len(texts)), slow)
     slow_part = _tokenize_slowly([normalized[i] for i in slow.tolist()], norm)
-    fast_part = tokenize([normalized[i] for i in fast.tolist()], norm)
+    fast_part = _tokenize_chunk([normalized[i] for i in fast.tolist()], norm)
     return _interleave(len(texts), ((fast, fast_part), (slow, slow_part)))
 
 

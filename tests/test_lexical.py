@@ -132,6 +132,19 @@ def test_batch_tokenize_equals_normalizing_each_text_alone(texts: list[str]) -> 
         ), t
 
 
+def test_tokenize_cuts_a_large_batch_without_changing_it(
+    hh_records: list[dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import simscope.normalize as normalize_module
+
+    texts = [r["chosen"] for r in hh_records[:200]] + ["", "\U0001f44d ok"]
+    whole = tokenize(texts)
+    monkeypatch.setattr(normalize_module, "_CHUNK_CHARS", 3000)  # ~100 chunks
+    cut = tokenize(texts)
+    assert np.array_equal(cut.offsets, whole.offsets)
+    assert np.array_equal(cut.hashes, whole.hashes)
+
+
 def test_golden_word_hashes_and_signature() -> None:
     # Pinned: a change here invalidates every index on disk (bump storage.FORMAT_VERSION).
     assert tokenize(["Hello, World!"]).hashes.tolist() == [
