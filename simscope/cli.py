@@ -425,7 +425,7 @@ def _parse_corpus(value: str) -> tuple[str, str]:
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Profile out.")
 @click.option("--semantic/--no-semantic", default=True, show_default=True)
 @click.option(
-    "--engine", default="oph", show_default=True, help="MinHash engine: oph, rensa or datasketch."
+    "--engine", default="rensa", show_default=True, help="MinHash engine: rensa, oph or datasketch."
 )
 @click.option("--n-boot", default=200, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)

@@ -68,7 +68,7 @@ _add(
             "Jaccard similarity over word 5-gram shingles is >= the threshold after '@' (0.5 "
             "and 0.8 by default). Candidates come from MinHash LSH (datasketch MinHashLSH "
             "tuned for that threshold) and are verified on the full 128-value signatures "
-            "(one-permutation hashing with optimal densification by default, lexical.engine). "
+            "(rensa's R-MinHash by default; lexical.engine = 'oph' or 'datasketch'). "
             "Corpus documents are cut into word windows of each text's own length (the power "
             "of 2 nearest it in [16, 2048], stride half a window), so a short response is "
             "compared with text of its own size. Texts without words count as not matched."

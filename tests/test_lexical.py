@@ -240,7 +240,8 @@ def test_oph_signs_each_text_as_if_alone_and_knows_the_extremes(
     sh = shingle(texts, CFG)
     batch = sign(sh, num_perm=128, seed=5, engine="oph")
     for i, t in enumerate(texts):
-        assert np.array_equal(batch[i], sign(shingle([t], CFG), num_perm=128, seed=5)[0]), i
+        alone = sign(shingle([t], CFG), num_perm=128, seed=5, engine="oph")
+        assert np.array_equal(batch[i], alone[0]), i
     assert (batch[60] == np.iinfo(np.uint32).max).all()  # empty text: matches nothing
     assert float(estimate_jaccard(batch[61], batch[63])[0]) == 1.0  # the same one shingle
     assert float(estimate_jaccard(batch[61], batch[62])[0]) == 0.0  # disjoint
@@ -332,7 +333,7 @@ def test_index_round_trip_and_refusals(tmp_path: Path, shakespeare_paragraphs: l
     built = build_minhash_index(c, tmp_path, CFG, 32, progress=False)
     loaded = build_minhash_index(c, tmp_path, CFG, 32, progress=False)
     assert np.array_equal(built.signatures, loaded.signatures)
-    assert loaded.manifest["params"]["engine"] == "oph"
+    assert loaded.manifest["params"]["engine"] == "rensa"
     assert not list(tmp_path.glob("*.incomplete"))
 
     with pytest.raises(SimscopeError) as e:
@@ -340,10 +341,10 @@ def test_index_round_trip_and_refusals(tmp_path: Path, shakespeare_paragraphs: l
     assert "num_perm: index has 128, requested 64" in str(e.value)
     with pytest.raises(SimscopeError) as e:
         build_minhash_index(c, tmp_path, LexicalConfig(engine="datasketch"), 32, progress=False)
-    assert "engine: index has 'oph', requested 'datasketch'" in str(e.value)
-    with pytest.raises(SimscopeError) as e:  # an index signed by the previous default
-        build_minhash_index(c, tmp_path, LexicalConfig(engine="rensa"), 32, progress=False)
-    assert "engine: index has 'oph', requested 'rensa'" in str(e.value)
+    assert "engine: index has 'rensa', requested 'datasketch'" in str(e.value)
+    with pytest.raises(SimscopeError) as e:
+        build_minhash_index(c, tmp_path, LexicalConfig(engine="oph"), 32, progress=False)
+    assert "engine: index has 'rensa', requested 'oph'" in str(e.value)
     assert "rebuild" in str(e.value)
     changed = corpus("bard", shakespeare_paragraphs[:399])
     with pytest.raises(SimscopeError, match="input_hash: index has"):
@@ -384,22 +385,6 @@ def test_an_index_from_an_older_simscope_is_named_as_such(
     assert outdated_indexes(tmp_path) == [built.path]
     build_ngram_index(c, tmp_path, CFG, rebuild=True, progress=False)
     assert outdated_indexes(tmp_path) == []
-
-
-def test_minhash_indexes_of_another_engine_are_listed_for_a_cache_to_delete(
-    tmp_path: Path, shakespeare_paragraphs: list[str]
-) -> None:
-    from simscope.lexical.index import minhash_indexes_signed_otherwise
-
-    c = corpus("bard", shakespeare_paragraphs[:40])
-    old = build_minhash_index(c, tmp_path / "a", LexicalConfig(engine="rensa"), 32, progress=False)
-    new = build_minhash_index(c, tmp_path / "b", CFG, 32, progress=False)
-    build_ngram_index(c, tmp_path / "a", CFG, progress=False)  # not a MinHash index
-    assert minhash_indexes_signed_otherwise(tmp_path / "a", CFG) == [old.path]
-    assert minhash_indexes_signed_otherwise(tmp_path / "b", CFG) == []
-    assert minhash_indexes_signed_otherwise(tmp_path / "b", LexicalConfig(engine="rensa")) == [
-        new.path
-    ]
 
 
 def test_a_corpus_with_null_ids_or_texts_is_refused(tmp_path: Path) -> None:

@@ -31,7 +31,6 @@ from simscope.examples.data import (
     mixture,
 )
 from simscope.examples.reward import train_reward_model
-from simscope.lexical.index import LexicalConfig, minhash_indexes_signed_otherwise
 from simscope.pipeline import RunResult, load_run_config, run
 from simscope.probe.tiny import TinyLMConfig, train_tiny_lm
 from simscope.storage import atomic_file, hash_file, hash_texts, outdated_indexes
@@ -73,10 +72,7 @@ def run_demo(
     start = time.perf_counter()
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    indexes = work_dir / "indexes"
-    for stale in outdated_indexes(indexes) + minhash_indexes_signed_otherwise(
-        indexes, LexicalConfig()
-    ):
+    for stale in outdated_indexes(work_dir / "indexes"):
         logger.info("deleting %s (written by an older simscope)", stale)
         shutil.rmtree(stale)
     records = hh_records()

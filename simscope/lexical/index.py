@@ -13,7 +13,6 @@ Two kinds, each its own directory with a manifest (``simscope.storage``):
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ class LexicalConfig:
     shingle_words: int = 5
     num_perm: int = 128
     seed: int = 0
-    engine: str = "oph"
+    engine: str = "rensa"
     thresholds: tuple[float, ...] = (0.5, 0.8)
     ngram_sizes: tuple[int, ...] = (8, 13)
     contaminated_fraction: float = 0.5
@@ -312,30 +311,6 @@ def build_minhash_index(
         manifest = write_manifest(tmp, MINHASH_KIND, params, extra={"rows": int(chunk_doc.size)})
     logger.info("built %s: %d windows from %d docs", path, chunk_doc.size, len(texts))
     return MinHashIndex(path, signatures, chunk_doc, chunk_words, manifest, cfg)
-
-
-def minhash_indexes_signed_otherwise(root: Path, cfg: LexicalConfig) -> list[Path]:
-    """The MinHash indexes under ``root`` signed by another engine (or engine version) than
-    ``cfg``'s: ``cfg`` cannot load them. For a cache's owner to delete (the demo does, after
-    the default engine changed); a user's run refuses them with "rebuild" instead."""
-    wanted = (cfg.engine, engine_version(cfg.engine))
-    out = []
-    for manifest in sorted(Path(root).glob("minhash-*/manifest.json")):
-        try:
-            data = json.loads(manifest.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue  # damaged: loading it says so
-        params = data.get("params", {})
-        if (
-            data.get("kind") == MINHASH_KIND
-            and (
-                params.get("engine"),
-                params.get("engine_version"),
-            )
-            != wanted
-        ):
-            out.append(manifest.parent)
-    return out
 
 
 def load_minhash_index(path: Path, params: dict[str, Any], cfg: LexicalConfig) -> MinHashIndex:
