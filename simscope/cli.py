@@ -460,7 +460,13 @@ def select(
 @click.option("--indexes", default="indexes", show_default=True, type=click.Path(file_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Profile out.")
 @click.option("--semantic/--no-semantic", default=True, show_default=True)
-@click.option("--engine", default="rensa", show_default=True, help="MinHash engine.")
+@click.option(
+    "--engine",
+    default="rensa",
+    show_default=True,
+    type=click.Choice(["rensa", "oph", "datasketch"]),
+    help="MinHash engine.",
+)
 @click.option("--n-boot", default=200, show_default=True, type=click.IntRange(min=0))
 @click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--rebuild", is_flag=True, help="Rebuild indexes that exist.")

@@ -67,14 +67,18 @@ _add(
             "Share of the slice's texts with at least one probe-corpus window whose estimated "
             "Jaccard similarity over word 5-gram shingles is >= the threshold after '@' (0.5 "
             "and 0.8 by default). Candidates come from MinHash LSH (datasketch MinHashLSH "
-            "tuned for that threshold) and are verified on the full 128-permutation "
-            "signatures. Corpus documents are cut into word windows of the slice's median "
-            "length (a power of 2 in [16, 512], stride half a window), so a short response is "
+            "tuned for that threshold) and are verified on the full 128-value signatures "
+            "(rensa's R-MinHash by default; lexical.engine = 'oph' or 'datasketch'). "
+            "Corpus documents are cut into word windows of each text's own length (the power "
+            "of 2 nearest it in [16, 2048], stride half a window), so a short response is "
             "compared with text of its own size. Texts without words count as not matched."
         ),
         closer_when="higher",
         family="contamination",
-        reference="Broder 1997 (MinHash); Lee et al. 2022, 'Deduplicating training data'",
+        reference=(
+            "Broder 1997 (MinHash); Shrivastava 2017 (optimal densification); Lee et al. 2022, "
+            "'Deduplicating training data'"
+        ),
     ),
     MetricSpec(
         name="lexical.containment_*gram",

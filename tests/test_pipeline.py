@@ -87,7 +87,7 @@ def test_run_writes_profile_selection_and_report(workspace: Path) -> None:
         (
             '[lexical]\nengine = "minhash9"\n',
             None,
-            "lexical.engine: expected one of rensa, datasketch, found 'minhash9'",
+            "lexical.engine: expected one of rensa, oph, datasketch, found 'minhash9'",
         ),
         ("", '[[candidates]]\nname = "x"\n', "'x' needs a model to probe or a corpus to import"),
         (
