@@ -21,6 +21,7 @@ from simscope.probe.transfer import (
     TransferConfig,
     bt_out_of_fold,
     logme,
+    logme_statistic,
     score_transfer,
 )
 from simscope.records import PREFERENCE_SCHEMA
@@ -59,6 +60,9 @@ def test_logme_weights_are_repeated_rows_and_informative_features_score_higher()
     assert logme(f, y, w) == pytest.approx(logme(f[repeated], y[repeated]), abs=1e-9)
     noise = rng.normal(size=(30, 4))
     assert logme(f, y) > logme(noise, y) + 0.1
+    # the pairwise statistic is LogME of the pairs and their mirrors
+    mirrored = np.concatenate([f, -f]), np.concatenate([np.ones(30), -np.ones(30)])
+    assert logme_statistic(f)(w) == pytest.approx(logme(*mirrored, np.concatenate([w, w])))
 
 
 def test_the_bradley_terry_head_separates_a_learnable_preference_and_not_noise() -> None:

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from simscope.errors import SimscopeError
@@ -194,12 +195,14 @@ def bt_out_of_fold(
         )
     folds = _folds(n, config.n_folds, seed)
     margins = np.zeros(n)
-    for k in range(config.n_folds):
-        test = folds == k
-        train = ~test
-        strength = _inner_strength(diffs[train], folds[train], config)
-        w = _fit_head(diffs[train], strength)
-        margins[test] = diffs[test] @ w
+    # Many small fits: one BLAS thread each (a busy machine's spinning threads cost ~10x).
+    with threadpool_limits(limits=1, user_api="blas"):
+        for k in range(config.n_folds):
+            test = folds == k
+            train = ~test
+            strength = _inner_strength(diffs[train], folds[train], config)
+            w = _fit_head(diffs[train], strength)
+            margins[test] = diffs[test] @ w
     return np.where(margins > 0, 1.0, np.where(margins < 0, 0.0, 0.5))
 
 
@@ -262,42 +265,42 @@ def logme(features: np.ndarray, target: np.ndarray, weights: np.ndarray | None =
     f = np.asarray(features, dtype=np.float64)
     y = np.asarray(target, dtype=np.float64)
     w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
-    keep = w > 0
-    root = np.sqrt(w[keep])
-    f, y = f[keep] * root[:, None], y[keep] * root
-    n, d = float(w.sum()), f.shape[1]
+    return _logme_from_moments((f * w[:, None]).T @ f, f.T @ (w * y), float(w @ (y * y)), w.sum())
+
+
+def _logme_from_moments(gram: np.ndarray, fy: np.ndarray, yy: float, n: float) -> float:
+    """LogME from the weighted moments ``F^T W F``, ``F^T W y``, ``y^T W y`` and ``n``."""
+    d = gram.shape[0]
     if n <= 1:
         return float("nan")
-    # Eigen-decomposition of f^T f through the thin SVD of f: f = U S V^T.
-    u, s, _ = np.linalg.svd(f, full_matrices=False)
-    eig = s**2
-    proj = u.T @ y  # y's coordinates along the left singular vectors
-    resid_outside = max(float(y @ y - proj @ proj), 0.0)  # y outside f's column space
+    lam, vecs = np.linalg.eigh(gram)
+    lam = np.clip(lam, 0.0, None)
+    c = vecs.T @ fy
     alpha, beta = 1.0, 1.0
+
+    def posterior(alpha: float, beta: float) -> tuple[float, float]:
+        """|m|^2 and |y - F m|^2 (weighted) at the posterior mean m."""
+        m = beta * c / (alpha + beta * lam)  # in the eigenbasis
+        return float(m @ m), max(yy - 2 * float(m @ c) + float(lam @ (m * m)), 1e-300)
+
     for _ in range(100):
-        # posterior mean m = beta (alpha + beta f^T f)^-1 f^T y, in the eigenbasis
-        shrink = beta * eig / (alpha + beta * eig)
-        gamma = float(shrink.sum())
-        m_sq = float(np.sum((shrink * proj / np.where(s > 0, s, 1.0)) ** 2 * (s > 0)))
-        err = float(np.sum(((1 - shrink) * proj) ** 2)) + resid_outside
+        m_sq, err = posterior(alpha, beta)
+        gamma = float(np.sum(beta * lam / (alpha + beta * lam)))
         # With fewer samples than features the evidence can grow toward noise-free
         # interpolation (beta -> inf); the precisions are held to a wide finite box.
         new_alpha = min(max(gamma / max(m_sq, 1e-300), _PRECISION[0]), _PRECISION[1])
-        new_beta = min(max((n - gamma) / max(err, 1e-300), _PRECISION[0]), _PRECISION[1])
+        new_beta = min(max((n - gamma) / err, _PRECISION[0]), _PRECISION[1])
         converged = abs(new_alpha - alpha) <= 1e-6 * alpha and abs(new_beta - beta) <= 1e-6 * beta
         alpha, beta = new_alpha, new_beta
         if converged:
             break
-    shrink = beta * eig / (alpha + beta * eig)
-    m_sq = float(np.sum((shrink * proj / np.where(s > 0, s, 1.0)) ** 2 * (s > 0)))
-    err = float(np.sum(((1 - shrink) * proj) ** 2)) + resid_outside
-    log_det = float(np.sum(np.log(alpha + beta * eig))) + (d - eig.size) * math.log(alpha)
+    m_sq, err = posterior(alpha, beta)
     evidence = (
         d / 2 * math.log(alpha)
         + n / 2 * math.log(beta)
         - beta / 2 * err
         - alpha / 2 * m_sq
-        - log_det / 2
+        - float(np.sum(np.log(alpha + beta * lam))) / 2
         - n / 2 * math.log(2 * math.pi)
     )
     return evidence / n
@@ -305,13 +308,15 @@ def logme(features: np.ndarray, target: np.ndarray, weights: np.ndarray | None =
 
 def logme_statistic(diffs: np.ndarray, usable: np.ndarray | None = None) -> Statistic:
     """LogME of the pairs and their mirrors (label +1 / -1), as a statistic of pair weights;
-    pairs not ``usable`` (identical responses) are left out."""
-    x = np.concatenate([diffs, -diffs])
-    y = np.concatenate([np.ones(len(diffs)), -np.ones(len(diffs))])
+    pairs not ``usable`` (identical responses) are left out. A mirror doubles every moment,
+    so they are computed from the pairs alone."""
     keep = np.ones(len(diffs)) if usable is None else usable.astype(np.float64)
 
     def stat(w: np.ndarray) -> float:
-        return logme(x, y, np.concatenate([w * keep, w * keep]))
+        wk = w * keep
+        return _logme_from_moments(
+            2 * (diffs * wk[:, None]).T @ diffs, 2 * diffs.T @ wk, 2 * wk.sum(), 2 * wk.sum()
+        )
 
     return stat
 
