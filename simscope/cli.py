@@ -141,7 +141,9 @@ def cli(ctx: click.Context, quiet: bool, verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
+        force=True,  # this invocation's stderr and level, also when called again in-process
     )
+    logging.getLogger("simscope").setLevel(logging.NOTSET)
     if verbose:
         logging.getLogger("simscope").setLevel(logging.DEBUG)
     ctx.obj = {"progress": not quiet}

@@ -457,3 +457,19 @@ def test_profile_with_a_lone_surrogate_in_the_preferences(workspace: Path) -> No
     ok = runner.invoke(cli, [*args, "--skip-bad"])
     assert ok.exit_code == 0, ok.output
     assert pl.read_parquet(out).height > 0
+
+
+def test_a_run_shows_one_progress_line_per_stage_and_no_log_lines(workspace: Path) -> None:
+    (workspace / "simscope.toml").write_text(_config())
+    result = CliRunner().invoke(cli, ["run", str(workspace / "simscope.toml")])
+    assert result.exit_code == 0, result.output
+    # tqdm redraws a line in place with \r: the last state of each line is what stays on screen
+    lines = [line.split("\r")[-1].rstrip() for line in result.stderr.split("\n") if line.strip()]
+    stages = [line.split(":")[0] for line in lines]
+    assert stages == ["probe corpora", "lexical overlap"]
+    assert all("3/3" in line and line.endswith("done") for line in lines), lines
+    assert "INFO" not in result.stderr
+    quiet = CliRunner().invoke(cli, ["--quiet", "run", str(workspace / "simscope.toml")])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    verbose = CliRunner().invoke(cli, ["--verbose", "run", str(workspace / "simscope.toml")])
+    assert "INFO simscope.pipeline: preferences: 60 pairs" in verbose.stderr
