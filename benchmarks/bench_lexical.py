@@ -3,9 +3,11 @@
 Every path goes from raw text to a (docs x 128) uint32 signature matrix over word 5-gram
 shingles, on the same documents, in one process:
 
-1. simscope / rensa: ``tokenize`` + ``ngram_hashes(5, short="whole")`` + ``sign(engine="rensa")``
+1. simscope / rensa (the default): ``tokenize`` + ``ngram_hashes(5, short="whole")`` +
+   ``sign(engine="rensa")`` (rensa's Rust signing, its digests read back through Python lists)
    in batches of 2000 docs, as the index builder does;
-2. simscope / datasketch: the same with ``engine="datasketch"``;
+2. simscope / oph and simscope / datasketch: the same with ``engine="oph"`` (one-permutation
+   hashing with optimal densification, numpy) and ``engine="datasketch"``;
 3. datasketch ``MinHash.update`` per shingle, a fresh ``MinHash`` per doc;
 4. datasketch ``MinHash.update_batch`` per doc;
 5. datasketch ``MinHash.bulk`` over all docs (the reference for the ratio column);
@@ -49,7 +51,7 @@ import rensa
 from datasketch import MinHash
 
 from simscope.lexical.minhash import sign
-from simscope.normalize import TokenBatch, ngram_hashes, normalize_text, tokenize
+from simscope.normalize import TokenBatch, ngram_hashes, tokenize
 
 DATA = (
     Path(__file__).resolve().parents[1] / "tests" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
@@ -287,53 +289,74 @@ def pair_mae(signatures: np.ndarray, exact: np.ndarray) -> float:
 
 
 def simscope_breakdown(docs: list[str], repeats: int) -> list[tuple[str, float]]:
-    """Median seconds of each step of the rensa path, ``sign``'s steps done inline.
+    """Median CPU seconds of each step of the default (rensa) path, its signing steps done
+    inline, and of the oph engine's signing for comparison.
 
-    ``normalize_text`` is timed on its own (it is the first step inside ``tokenize``), so the
-    tokenize rows split into it and the numpy word split + hashing that follows.
+    The per-text Python part of ``tokenize`` (NFKC of the non-ASCII texts, the join) is timed
+    on its own as ``tokenize`` does it, so the tokenize row splits into it and the numpy part
+    that follows (table lookup, word split, word hashes).
     """
-    keys = ("normalize", "tokenize", "ngram_hashes", "digest", "to_rows", "fromiter")
+    keys = ("python", "tokenize", "ngram_hashes", "digest", "to_rows", "fromiter", "oph")
     runs: dict[str, list[float]] = {k: [] for k in keys}
     for _ in range(repeats):
         _release_memory()
         acc = dict.fromkeys(keys, 0.0)
         for i in range(0, len(docs), BATCH_DOCS):
             batch = docs[i : i + BATCH_DOCS]
-            t0 = time.perf_counter()
-            _ = [normalize_text(t) for t in batch]
-            t1 = time.perf_counter()
+            t = [time.process_time()]
+            normalized = [x if x.isascii() else unicodedata.normalize("NFKC", x) for x in batch]
+            _ = "\x00".join(normalized) + "\x00"
+            t.append(time.process_time())
             tokens = tokenize(batch)
-            t2 = time.perf_counter()
+            t.append(time.process_time())
             shingles: TokenBatch = ngram_hashes(tokens, SHINGLE_WORDS, short="whole")
-            t3 = time.perf_counter()
+            t.append(time.process_time())
             matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(
                 shingles.hashes, shingles.offsets.astype(np.uint64), num_perm=NUM_PERM, seed=SEED
             )
-            t4 = time.perf_counter()
+            t.append(time.process_time())
             rows = matrix.to_rows()
-            t5 = time.perf_counter()
+            t.append(time.process_time())
             n = shingles.n_texts
             sig = np.fromiter(
                 itertools.chain.from_iterable(rows), dtype=np.uint32, count=n * NUM_PERM
             ).reshape(n, NUM_PERM)
-            t6 = time.perf_counter()
+            t.append(time.process_time())
+            sign(shingles, num_perm=NUM_PERM, seed=SEED, engine="oph")
+            t.append(time.process_time())
             del rows, sig
-            for k, dt in zip(
-                keys, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5), strict=True
-            ):
-                acc[k] += dt
+            for k, t0, t1 in zip(keys, t[:-1], t[1:], strict=True):
+                acc[k] += t1 - t0
         for k in keys:
             runs[k].append(acc[k])
     m = {k: statistics.median(v) for k, v in runs.items()}
     return [
         ("tokenize", m["tokenize"]),
-        ("- normalize_text (NFKC + lower, per text in Python)", m["normalize"]),
-        ("- word split + word hashes (numpy)", m["tokenize"] - m["normalize"]),
+        ("- NFKC of non-ASCII texts + join (Python, per text)", m["python"]),
+        (
+            "- lower case/word table lookup, word split, word hashes (numpy)",
+            m["tokenize"] - m["python"],
+        ),
         ("ngram_hashes (5-gram hashes, numpy)", m["ngram_hashes"]),
         ("rensa digest_matrix_from_flat_token_hashes", m["digest"]),
         ("to numpy: RMinHashDigestMatrix.to_rows (lists)", m["to_rows"]),
         ("to numpy: np.fromiter over the lists", m["fromiter"]),
+        ("(oph engine instead of the three rensa rows: sign, numpy)", m["oph"]),
     ]
+
+
+def cpu_description() -> str:
+    """The CPU model and the instruction-set flags that numpy and rensa may use."""
+    model, flags = platform.processor() or "unknown CPU", set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("", "unknown CPU", "x86_64"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith(("flags", "Features")):
+                flags = set(line.split(":", 1)[1].split())
+    wanted = ("sse4_2", "avx", "avx2", "fma", "bmi2", "avx512f", "avx512bw", "avx512vl")
+    shown = [f for f in wanted if f in flags] + sorted(f for f in flags if f.startswith("asimd"))
+    return f"{model}; flags: {' '.join(shown) or 'none listed'}"
 
 
 # ---- main ----------------------------------------------------------------------------------
@@ -374,6 +397,7 @@ def main() -> None:
         f"{words.mean():.0f} words/doc (median {np.median(words):.0f}); num_perm={NUM_PERM}, "
         f"word {SHINGLE_WORDS}-gram shingles; repeats={args.repeats}"
     )
+    print(f"CPU: {cpu_description()}")
     print(
         f"python {platform.python_version()}, numpy {np.__version__}, "
         f"datasketch {datasketch.__version__}, rensa {rensa.RMinHash.ALGORITHM_VERSION} (alg.), "
@@ -388,7 +412,13 @@ def main() -> None:
 
     prebuilt = python_shingling(docs)  # input of rensa bare signing, built untimed
     specs = [
-        ("simscope rensa (tokenize+ngram_hashes+sign)", simscope_path("rensa"), docs, exact_h),
+        (
+            "simscope rensa, default (tokenize+ngram_hashes+sign)",
+            simscope_path("rensa"),
+            docs,
+            exact_h,
+        ),
+        ("simscope oph engine (numpy)", simscope_path("oph"), docs, exact_h),
         ("simscope datasketch engine", simscope_path("datasketch"), slow_docs, exact_h),
         ("datasketch MinHash.update per doc", datasketch_update, slow_docs, exact_s),
         ("datasketch MinHash.update_batch", datasketch_update_batch, slow_docs, exact_s),
@@ -458,16 +488,18 @@ def main() -> None:
 
     simscope_row = rows[0]
     steps = simscope_breakdown(docs, args.repeats)
-    total = sum(v for k, v in steps if not k.startswith("-"))
+    total = sum(v for k, v in steps if not k.startswith(("-", "(")))
+    end_to_end = statistics.median(simscope_row.cpu_seconds)
     print(
-        f"\nwhere simscope's rensa path spends its time ({len(docs)} docs, median of "
-        f"{args.repeats}; path timed end to end at {simscope_row.median:.2f} s):"
+        f"\nwhere simscope's default path spends its CPU time ({len(docs)} docs, median of "
+        f"{args.repeats}; path timed end to end at {end_to_end:.2f} CPU s; shares of the "
+        "default path's steps):"
     )
     print("| step | s | share |")
     print("|---|---:|---:|")
     for k, v in steps:
         print(f"| {k} | {v:.3f} | {100 * v / total:.0f}% |")
-    print(f"| sum of steps | {total:.3f} | 100% |")
+    print(f"| sum of the default path's steps | {total:.3f} | 100% |")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, Literal, cast
 
 import click
 
+from simscope.config import SEED_MAX
 from simscope.errors import SimscopeError
 
 # No hub access at run time: every model comes from disk or a package.
@@ -24,14 +25,97 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+class _Command(click.Command):
+    """A command whose text arguments must be UTF-8.
+
+    Python decodes argument bytes that are not UTF-8 to lone surrogates (PEP 383), which
+    nothing downstream can store, hash or tokenize: refuse them here, naming the option.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rest = super().parse_args(ctx, args)
+        for param in self.params:
+            values = ctx.params.get(param.name or "")
+            for value in values if isinstance(values, tuple | list) else (values,):
+                if isinstance(value, str) and not _encodable(value):
+                    raise SimscopeError(_not_utf8_argument(param, value))
+        return rest
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _not_utf8_argument(param: click.Parameter, value: str) -> str:
+    where = (
+        max(param.opts, key=len) if isinstance(param, click.Option) else param.human_readable_name
+    )
+    try:
+        raw = os.fsencode(value)
+    except UnicodeEncodeError:  # a surrogate no byte decodes to: passed in by a caller
+        raw = value.encode("utf-8", "backslashreplace")
+    fix = "use a UTF-8 file name" if isinstance(param.type, click.Path) else "pass it in UTF-8"
+    return f"{where}: expected UTF-8 text, found {raw!r}, which is not UTF-8; {fix}"
+
+
+class _UsageError(click.UsageError):
+    exit_code = 1
+
+
 class _Guarded(click.Group):
+    """Every user mistake exits 1 with one ``Error:`` line: simscope's own, an unusable path,
+    and click's usage errors (a bad option value, a missing file), which click exits 2 with."""
+
+    command_class = _Command
+    group_class = type  # subgroups are guarded too, and their commands checked
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as e:
+            raise _UsageError(e.format_message(), e.ctx) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:
+            raise _UsageError(e.format_message(), e.ctx) from None
         except SimscopeError as e:
             raise click.ClickException(str(e)) from None
         except OSError as e:  # a path that cannot be read or written: the user's to fix
             raise click.ClickException(_os_error(e)) from None
+
+
+class NamedPath(click.ParamType):
+    """``NAME=PATH`` (or, with ``path_alone``, a bare PATH named by itself: a model id such as
+    ``org/model`` or a path holding ``=`` after a ``/``) -> ``(name, path)``."""
+
+    name = "NAME=PATH"
+
+    def __init__(self, *, path_alone: bool = False) -> None:
+        self.path_alone = path_alone
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> tuple[str, str]:
+        if isinstance(value, tuple):
+            return value
+        name, sep, path = str(value).partition("=")
+        if self.path_alone and (not sep or "/" in name):
+            name, path = value, value
+        if not name or not path:
+            option = param.opts[0] if param is not None else "value"
+            expected = "NAME=PATH or PATH" if self.path_alone else "NAME=PATH"
+            raise SimscopeError(f"{option}: expected {expected}, found {value!r}")
+        return name, path
+
+
+SEED = click.IntRange(0, SEED_MAX)
+POSITIVE = click.IntRange(min=1)
+Schema = Literal["auto", "pairs", "hh", "trl"]
+SCHEMA = click.Choice(["auto", "pairs", "hh", "trl"])
 
 
 def _os_error(e: OSError) -> str:
@@ -45,16 +129,23 @@ def _os_error(e: OSError) -> str:
 
 
 @click.group(cls=_Guarded)
-@click.option("--quiet", is_flag=True, help="No progress bars; warnings only.")
-@click.option("--verbose", is_flag=True, help="Log every decision (debug level).")
+@click.option("--quiet", is_flag=True, help="No progress lines; results and warnings only.")
+@click.option("--verbose", is_flag=True, help="Also log what each stage decides and reuses.")
 @click.version_option(package_name="simscope")
 @click.pass_context
 def cli(ctx: click.Context, quiet: bool, verbose: bool) -> None:
     """simscope: which base model should your reward model start from?"""
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    # By default: one progress line per stage and the result. The stages' log lines (what
+    # was built, reused, skipped) are for --verbose; warnings always show.
     logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.INFO if verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+        force=True,  # this invocation's stderr and level, also when called again in-process
     )
+    logging.getLogger("simscope").setLevel(logging.NOTSET)
+    if verbose:
+        logging.getLogger("simscope").setLevel(logging.DEBUG)
     ctx.obj = {"progress": not quiet}
     if "transformers" in sys.modules and not verbose:  # imported before the variables above
         from transformers.utils import logging as hf_logging
@@ -87,9 +178,9 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16", "float16"])
 @click.argument("model")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Parquet out.")
 @click.option("--name", help="Model name in the corpus (default: MODEL as given).")
-@click.option("--n-docs", default=1000, show_default=True, type=int)
-@click.option("--batch-size", default=16, show_default=True, type=int)
-@click.option("--max-new-tokens", default=256, show_default=True, type=int)
+@click.option("--n-docs", default=1000, show_default=True, type=POSITIVE)
+@click.option("--batch-size", default=16, show_default=True, type=POSITIVE)
+@click.option("--max-new-tokens", default=256, show_default=True, type=POSITIVE)
 @click.option("--temperature", default=1.0, show_default=True, type=float, help="0 = greedy.")
 @click.option("--top-p", default=1.0, show_default=True, type=float)
 @click.option("--prefix", "prefixes", multiple=True, help="A neutral prefix (repeatable).")
@@ -99,8 +190,8 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16", "float16"])
     show_default=True,
     help="Also sample from the start token alone.",
 )
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--chunk-docs", default=256, show_default=True, type=int, help="Resume unit.")
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--chunk-docs", default=256, show_default=True, type=POSITIVE, help="Resume unit.")
 @click.option("--device", default="auto", show_default=True, type=_DEVICE)
 @click.option("--dtype", default="auto", show_default=True, type=_DTYPE)
 @click.option("--revision", help="Hub revision of a cached model id.")
@@ -142,10 +233,10 @@ def probe_generate(ctx: click.Context, model: str, out: str, **opts: Any) -> Non
     type=click.Choice(["auto", "paragraph", "line", "file"]),
     help="Documents of a text file (auto: paragraphs of a file, whole files in a directory).",
 )
-@click.option("--n-docs", type=int, help="Keep a seeded uniform sample of this many.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--min-chars", default=1, show_default=True, type=int)
-@click.option("--max-chars", type=int)
+@click.option("--n-docs", type=POSITIVE, help="Keep a seeded uniform sample of this many.")
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--min-chars", default=1, show_default=True, type=click.IntRange(min=0))
+@click.option("--max-chars", type=POSITIVE)
 @click.option("--no-dedupe", is_flag=True, help="Keep exact duplicates.")
 @click.option("--skip-bad", is_flag=True, help="Skip records without a string text; count them.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
@@ -176,6 +267,7 @@ def probe_import(path: str, out: str, fmt: str | None, no_dedupe: bool, **opts: 
     "models",
     multiple=True,
     required=True,
+    type=NamedPath(path_alone=True),
     help="A model directory or cached hub id, optionally NAME=PATH (repeatable).",
 )
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Profile out.")
@@ -183,14 +275,17 @@ def probe_import(path: str, out: str, fmt: str | None, no_dedupe: bool, **opts: 
     "--reference",
     "references",
     multiple=True,
+    type=NamedPath(),
     help="A reference corpus NAME=PATH (any input of `probe import`; repeatable).",
 )
 @click.option("--presence-out", type=click.Path(dir_okay=False), help="Presence table out.")
-@click.option("--first-k", default=32, show_default=True, type=int)
-@click.option("--max-tokens", type=int, help="Tokens scored per text (default: context, ≤1024).")
-@click.option("--batch-size", default=16, show_default=True, type=int)
-@click.option("--n-boot", default=200, show_default=True, type=int)
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--first-k", default=32, show_default=True, type=POSITIVE)
+@click.option(
+    "--max-tokens", type=POSITIVE, help="Tokens scored per text (default: context, ≤1024)."
+)
+@click.option("--batch-size", default=16, show_default=True, type=POSITIVE)
+@click.option("--n-boot", default=200, show_default=True, type=click.IntRange(min=0))
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--no-agreement", is_flag=True, help="Skip the zero-shot preference signal.")
 @click.option("--device", default="auto", show_default=True, type=_DEVICE)
 @click.option("--dtype", default="auto", show_default=True, type=_DTYPE)
@@ -199,9 +294,9 @@ def probe_import(path: str, out: str, fmt: str | None, no_dedupe: bool, **opts: 
 def probe_score(
     ctx: click.Context,
     prefs: str,
-    models: tuple[str, ...],
+    models: tuple[tuple[str, str], ...],
     out: str,
-    references: tuple[str, ...],
+    references: tuple[tuple[str, str], ...],
     presence_out: str | None,
     **opts: Any,
 ) -> None:
@@ -215,88 +310,36 @@ def probe_score(
 
     import polars as pl
 
-    from simscope.preferences import load_preferences, read_preference_set
-    from simscope.probe.importer import import_corpus
-    from simscope.probe.likelihood import (
-        LikelihoodConfig,
-        presence_distances,
-        score_preferences,
-        score_reference_corpora,
-    )
-    from simscope.probe.model import load_model
-    from simscope.records import PREFERENCE_SCHEMA, PROFILE_SCHEMA
+    from simscope.preferences import read_preferences_any
+    from simscope.probe.likelihood import LikelihoodConfig
+    from simscope.probe.score import score_models
     from simscope.storage import write_parquet
 
-    prefs_path = Path(prefs)
-    try:
-        columns = (
-            set(pl.read_parquet_schema(prefs_path)) if prefs_path.suffix == ".parquet" else set()
-        )
-    except (pl.exceptions.PolarsError, OSError):
-        columns = set()
-    if set(PREFERENCE_SCHEMA) <= columns:
-        prefs_df = read_preference_set(prefs_path)
-    else:
-        prefs_df = load_preferences(prefs_path, progress=progress_enabled(ctx)).pairs
-    refs: dict[str, list[str]] = {}
-    for spec_ in references:
-        name, sep, ref_path = spec_.partition("=")
-        if not sep or not name or not ref_path:
-            raise SimscopeError(f"--reference: expected NAME=PATH, found {spec_!r}")
-        texts = import_corpus(Path(ref_path), model=name).corpus.get_column("text").to_list()
-        refs[name] = texts
+    if presence_out and not references:
+        raise SimscopeError("--presence-out: needs at least one --reference corpus, found none")
     cfg = LikelihoodConfig(
         first_k_tokens=opts.pop("first_k"),
         max_tokens=opts.pop("max_tokens"),
         batch_size=opts.pop("batch_size"),
     )
-    if presence_out and not refs:
-        raise SimscopeError("--presence-out: needs at least one --reference corpus, found none")
-    named = []
-    for spec_ in models:
-        name, sep, ref = spec_.partition("=")
-        if not sep or "/" in name:
-            name, ref = spec_, spec_
-        if not name or not ref:
-            raise SimscopeError(f"--model: expected NAME=PATH or PATH, found {spec_!r}")
-        named.append((name, ref))
-    names = [n for n, _ in named]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise SimscopeError(f"--model: each name once; found {dupes} more than once")
-    progress = progress_enabled(ctx)
-    profiles, presence = [], []
-    for name, ref in named:
-        lm = load_model(
-            ref,
-            device=opts["device"],
-            dtype=opts["dtype"],
-            trust_remote_code=opts["trust_remote_code"],
-            name=name,
-        )
-        scores = score_preferences(
-            lm,
-            prefs_df,
-            cfg,
-            agreement=not opts["no_agreement"],
-            n_boot=opts["n_boot"],
-            seed=opts["seed"],
-            progress=progress,
-        )
-        profiles.append(scores.profile)
-        if refs:
-            presence.append(score_reference_corpora(lm, refs, cfg, progress=progress))
-    profile = pl.concat(profiles) if profiles else pl.DataFrame(schema=PROFILE_SCHEMA)
-    write_parquet(profile, Path(out))
+    scores = score_models(
+        read_preferences_any(Path(prefs), progress=progress_enabled(ctx)),
+        models,
+        cfg,
+        references={name: Path(path) for name, path in references},
+        agreement=not opts.pop("no_agreement"),
+        progress=progress_enabled(ctx),
+        **opts,
+    )
+    write_parquet(scores.profile, Path(out))
+    if presence_out and scores.presence is not None:
+        write_parquet(scores.presence, Path(presence_out))
     with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, fmt_str_lengths=40):
-        click.echo(profile.filter(pl.col("topic").is_null()).drop("topic"))
-        if presence:
-            table = pl.concat(presence)
-            if presence_out:
-                write_parquet(table, Path(presence_out))
-            click.echo(table.drop("text_bits_per_byte"))
-            if len(presence) > 1:
-                click.echo(presence_distances(table))
+        click.echo(scores.profile.filter(pl.col("topic").is_null()).drop("topic"))
+        if scores.presence is not None:
+            click.echo(scores.presence.drop("text_bits_per_byte"))
+        if scores.distances is not None:
+            click.echo(scores.distances)
 
 
 # ---- report: one self-contained HTML file from a run directory ----------------------------
@@ -446,10 +489,12 @@ def report(run_dir: str, out: str | None) -> None:
     help="Cost model: dollars per GPU-hour.",
 )
 @click.option("--coverage", default=0.9, show_default=True, type=float, help="Interval level.")
-@click.option("--n-boot", default=200, show_default=True, type=int, help="P(best) refits.")
-@click.option("--top", default=20, show_default=True, type=int, help="Rows printed.")
+@click.option(
+    "--n-boot", default=200, show_default=True, type=click.IntRange(min=1), help="P(best) refits."
+)
+@click.option("--top", default=20, show_default=True, type=POSITIVE, help="Rows printed.")
 @click.option("-o", "--out", type=click.Path(file_okay=False), help="Write Selection here.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 def select(
     benchmark_columns: str | None,
     train_tokens: float,
@@ -472,7 +517,7 @@ def select(
     except SimscopeError as e:  # name the option, not the TOML key
         key = str(e).split(":", 1)[0].rsplit(".", 1)[-1]
         raise SimscopeError(
-            str(e).replace(f"select.cost.{key}", "--" + key.replace("_", "-"))
+            str(e).replace(f"cost.{key}", "--" + key.replace("_", "-"))
         ) from None
     request = SelectRequest(benchmark_columns=columns, cost=cost, **opts)
     click.echo(run_select(request).text)
@@ -481,32 +526,31 @@ def select(
 # ---- profile, run, demo: the pipeline ----------------------------------------------------
 
 
-def _parse_corpus(value: str) -> tuple[str, str]:
-    name, sep, path = value.partition("=")
-    if not sep or not name or not path:
-        raise SimscopeError(f"--corpus: expected NAME=PATH, found {value!r}")
-    return name, path
-
-
 @cli.command()
 @click.option("--prefs", required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--schema", default="auto", show_default=True, help="auto, pairs, hh or trl.")
+@click.option("--schema", default="auto", show_default=True, type=SCHEMA)
 @click.option("--skip-bad", is_flag=True, help="Skip bad preference records; count them.")
 @click.option(
     "--corpus",
     "corpora",
     multiple=True,
     required=True,
-    metavar="NAME=PATH",
+    type=NamedPath(),
     help="A candidate's probe corpus: ProbeCorpus parquet, JSONL/CSV/parquet, .txt or folder.",
 )
 @click.option("--text-field", default="text", show_default=True)
 @click.option("--indexes", default="indexes", show_default=True, type=click.Path(file_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Profile out.")
 @click.option("--semantic/--no-semantic", default=True, show_default=True)
-@click.option("--engine", default="rensa", show_default=True, help="MinHash engine.")
-@click.option("--n-boot", default=200, show_default=True, type=int)
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--engine",
+    default="rensa",
+    show_default=True,
+    type=click.Choice(["rensa", "oph", "datasketch"]),
+    help="MinHash engine.",
+)
+@click.option("--n-boot", default=200, show_default=True, type=click.IntRange(min=0))
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--rebuild", is_flag=True, help="Rebuild indexes that exist.")
 @click.pass_context
 def profile(
@@ -514,7 +558,7 @@ def profile(
     prefs: str,
     schema: str,
     skip_bad: bool,
-    corpora: tuple[str, ...],
+    corpora: tuple[tuple[str, str], ...],
     text_field: str,
     indexes: str,
     out: str,
@@ -537,10 +581,10 @@ def profile(
     )
 
     cfg = RunConfig(
-        preferences=PreferencesSection(Path(prefs), schema=schema, skip_bad=skip_bad),
+        preferences=PreferencesSection(Path(prefs), schema=cast(Schema, schema), skip_bad=skip_bad),
         candidates=tuple(
             CandidateSection(name, corpus=Path(path), text_field=text_field)
-            for name, path in map(_parse_corpus, corpora)
+            for name, path in corpora
         ),
         seed=seed,
         indexes_dir=Path(indexes),
@@ -584,7 +628,7 @@ def run_cmd(ctx: click.Context, config: str, rebuild: bool) -> None:
     type=click.Path(file_okay=False),
     help="Work directory (default: $SIMSCOPE_DEMO_DIR or ./simscope-demo); reused as a cache.",
 )
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--rebuild", is_flag=True, help="Rebuild every index instead of reusing it.")
 @click.pass_context
 def demo(ctx: click.Context, work_dir: str | None, seed: int, rebuild: bool) -> None:
@@ -636,7 +680,7 @@ def _print_run(result: Any) -> None:
     "--schema",
     default="auto",
     show_default=True,
-    type=click.Choice(["auto", "pairs", "hh", "trl"]),
+    type=SCHEMA,
     help="Record schema (auto: from the first record's fields).",
 )
 @click.option(
@@ -651,7 +695,7 @@ def _print_run(result: Any) -> None:
     default=None,
     help="Keep pairs with an empty response (default: only for hh, whose data has some).",
 )
-@click.option("--limit", type=int, help="Stop after this many pairs.")
+@click.option("--limit", type=POSITIVE, help="Stop after this many pairs.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False), help="PreferenceSet parquet out.")
 @click.pass_context
 def load(

@@ -13,11 +13,21 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from simscope.errors import SimscopeError
 
 T = TypeVar("T")
+
+SEED_MAX: Final = 2**32 - 1
+"""Seeds are 32-bit: every library a seed reaches (numpy, torch, scikit-learn, datasketch)
+takes them, and a seed outside is refused instead of crashing one of them."""
+
+
+def check_seed(value: int, key: str = "seed") -> None:
+    """Refuse a seed outside ``[0, SEED_MAX]`` naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+        raise SimscopeError(f"{key}: expected an integer in [0, {SEED_MAX}], found {value!r}")
 
 
 def load_toml(path: Path) -> dict[str, Any]:
@@ -40,7 +50,11 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], where: str) -> T:
     """
     if not isinstance(data, Mapping):
         raise SimscopeError(f"{where}: expected a table, found {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {
+        f.name: f
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.metadata.get("toml", True)  # fields set by the loader, not by the user
+    }
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -50,7 +64,7 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], where: str) -> T:
         )
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}")
+        kwargs[name] = _coerce(hints[name], value, _key(where, name))
     missing = [
         f.name
         for f in fields.values()
@@ -63,8 +77,28 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], where: str) -> T:
     try:
         return cls(**kwargs)
     except SimscopeError as e:
-        # the stage's own check names the key already; add the file
-        raise SimscopeError(f"{where.split(':')[0]}: {e}") from None
+        raise SimscopeError(_located(where, str(e))) from None
+
+
+def _key(where: str, name: str) -> str:
+    """``"f.toml"`` + ``lexical`` -> ``"f.toml: lexical"``; then ``"f.toml: lexical.seed"``."""
+    return f"{where}.{name}" if ": " in where else f"{where}: {name}"
+
+
+def _located(where: str, message: str) -> str:
+    """A section's own check, placed under its key: ``"f.toml: candidates[1].n_docs: ..."``.
+
+    A check names its key relative to its section (``n_docs: ...``) or with the section's
+    name first, as its TOML key (``generation.n_docs: ...``); either way the file and the full
+    key path come first, once.
+    """
+    file, _, section = where.partition(": ")
+    if not section:
+        return f"{file}: {message}"
+    parent, _, leaf = section.rpartition(".")
+    if message.startswith((f"{leaf}.", f"{leaf}:")):  # the check names its own section
+        return f"{file}: {parent + '.' if parent else ''}{message}"
+    return f"{file}: {section}.{message}"
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:

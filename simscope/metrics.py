@@ -14,7 +14,7 @@ from typing import Literal
 from simscope.errors import SimscopeError
 
 Direction = Literal["higher", "lower"]
-Family = Literal["closeness", "contamination", "likelihood"]
+Family = Literal["closeness", "contamination", "likelihood", "transfer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,14 +67,18 @@ _add(
             "Share of the slice's texts with at least one probe-corpus window whose estimated "
             "Jaccard similarity over word 5-gram shingles is >= the threshold after '@' (0.5 "
             "and 0.8 by default). Candidates come from MinHash LSH (datasketch MinHashLSH "
-            "tuned for that threshold) and are verified on the full 128-permutation "
-            "signatures. Corpus documents are cut into word windows of the slice's median "
-            "length (a power of 2 in [16, 512], stride half a window), so a short response is "
+            "tuned for that threshold) and are verified on the full 128-value signatures "
+            "(rensa's R-MinHash by default; lexical.engine = 'oph' or 'datasketch'). "
+            "Corpus documents are cut into word windows of each text's own length (the power "
+            "of 2 nearest it in [16, 2048], stride half a window), so a short response is "
             "compared with text of its own size. Texts without words count as not matched."
         ),
         closer_when="higher",
         family="contamination",
-        reference="Broder 1997 (MinHash); Lee et al. 2022, 'Deduplicating training data'",
+        reference=(
+            "Broder 1997 (MinHash); Shrivastava 2017 (optimal densification); Lee et al. 2022, "
+            "'Deduplicating training data'"
+        ),
     ),
     MetricSpec(
         name="lexical.containment_*gram",
@@ -185,6 +189,43 @@ _add(
         family="likelihood",
         reference="Lin 1991 (Jensen-Shannon divergence); Endres & Schindelin 2003 (its square "
         "root is a metric)",
+    ),
+)
+
+
+# -- transfer probe ------------------------------------------------------------------------
+_add(
+    MetricSpec(
+        name="transfer.bt_accuracy",
+        definition=(
+            "Reward head on the frozen base model, reported under slice 'chosen' (it uses all "
+            "three slices): each (prompt, response) is encoded by the model's final hidden "
+            "states (last token and the mean over the response's tokens); a Bradley-Terry "
+            "head (L2 logistic regression without intercept on chosen - rejected, each pair "
+            "also mirrored, strength by inner grouped CV) is fit on 4 of 5 folds of pairs and "
+            "scored on the fifth: the share of pairs whose chosen response it ranks first, out "
+            "of fold (ties 1/2; pairs with identical responses left out). 0.5 = chance. "
+            "Bootstrap over pairs, the fold heads held fixed."
+        ),
+        closer_when="higher",
+        family="transfer",
+        reference="simscope; linear probing of frozen features (Alain & Bengio 2016) with the "
+        "Bradley-Terry reward-model loss (Ouyang et al. 2022)",
+    ),
+    MetricSpec(
+        name="transfer.logme",
+        definition=(
+            "LogME on the same features: the maximum over prior and noise precisions of the "
+            "log marginal evidence per sample of Bayesian linear regression of +1 (chosen - "
+            "rejected) and -1 (its mirror) on the feature differences. Higher = the preference "
+            "is more linearly predictable from the frozen features; comparable across models "
+            "on the same pairs. Bootstrap over pairs."
+        ),
+        closer_when="higher",
+        family="transfer",
+        reference="You et al. 2021, 'LogME: Practical assessment of pre-trained models for "
+        "transfer learning' (ICML)",
+        range=None,
     ),
 )
 

@@ -16,17 +16,17 @@ import logging
 import platform
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
 import numpy as np
 import polars as pl
 
 from simscope import __version__
-from simscope.config import from_mapping, load_toml
+from simscope.config import check_seed, from_mapping, load_toml
 from simscope.engine import CorpusShards, EngineConfig, make_engine, write_corpus_shards
 from simscope.engine.lexical import build_lexical_indexes
 from simscope.engine.semantic import build_semantic_index as build_sharded_semantic_index
@@ -39,7 +39,9 @@ from simscope.probe.corpus import read_probe_corpus
 from simscope.probe.generate import GenerationConfig, generate_corpus
 from simscope.probe.importer import import_corpus
 from simscope.probe.likelihood import LikelihoodConfig, score_preferences
-from simscope.probe.model import load_model
+from simscope.probe.model import load_model, model_fingerprint
+from simscope.probe.transfer import TransferConfig, score_transfer
+from simscope.progress import stage
 from simscope.records import PROFILE_SCHEMA, SLICES, split_probe_corpus
 from simscope.report import ReportInputs, write_report
 from simscope.report.load import REPORT_FILES
@@ -62,10 +64,15 @@ from simscope.semantic.topics import Topics, fit_topics, topic_mass
 from simscope.stats import DEFAULT_N_BOOT
 from simscope.storage import (
     atomic_dir,
+    check_replaceable,
+    foreign_entries,
     hash_corpus_texts,
     hash_file,
     hash_texts,
+    read_cached_table,
+    read_parquet,
     slug,
+    store_cached_table,
     write_parquet,
 )
 
@@ -77,7 +84,7 @@ class PreferencesSection:
     """Where the preference data is and how to read it."""
 
     path: Path
-    schema: str = "auto"
+    schema: Literal["auto", "pairs", "hh", "trl"] = "auto"
     skip_bad: bool = False
     limit: int | None = None
 
@@ -96,6 +103,14 @@ class CandidateSection:
     corpus: Path | None = None
     text_field: str = "text"
     n_docs: int | None = None
+    trust_remote_code: bool = False
+    """Run the model repository's own code (off: only architectures transformers ships)."""
+
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise SimscopeError(f"name: expected a non-empty candidate name, found {self.name!r}")
+        if self.n_docs is not None and self.n_docs < 1:
+            raise SimscopeError(f"n_docs: expected >= 1 (or leave it out), found {self.n_docs}")
 
 
 @dataclass(frozen=True)
@@ -139,6 +154,8 @@ class StagesSection:
     semantic: bool = True
     likelihood: bool = True
     topics: bool = True
+    transfer: bool = True
+    """The transfer probe (a reward head on each frozen model); needs candidates' models."""
 
 
 @dataclass(frozen=True)
@@ -163,8 +180,11 @@ class RunConfig:
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     likelihood: LikelihoodConfig = field(default_factory=LikelihoodConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     select: SelectSection = field(default_factory=SelectSection)
     execution: EngineConfig | None = None
+    config_path: Path | None = field(default=None, metadata={"toml": False})
+    """The file this config was read from (set by :func:`load_run_config`, not a TOML key)."""
 
     def __post_init__(self) -> None:
         if not self.candidates:
@@ -188,6 +208,7 @@ class RunConfig:
             )
         if self.n_boot < 0:
             raise SimscopeError(f"n_boot: expected >= 0, found {self.n_boot}")
+        check_seed(self.seed)
         if (self.select.rm_results is not None or self.select.prior) and not self.select.target:
             raise SimscopeError(
                 "select.target: expected the RM results metric to predict (e.g. 'accuracy'), "
@@ -198,7 +219,16 @@ class RunConfig:
 def load_run_config(path: Path) -> RunConfig:
     """Read and validate a run config; relative paths are taken from the config's folder."""
     path = Path(path)
-    cfg = from_mapping(RunConfig, load_toml(path), f"{path}")
+    data = load_toml(path)
+    for section in ("lexical", "generation"):
+        table = data.get(section)
+        if isinstance(table, Mapping) and "seed" in table:
+            raise SimscopeError(
+                f"{path}: {section}.seed: a run has one seed, the top-level `seed`, that reaches "
+                f"every random step; found {section}.seed = {table['seed']!r}: remove it and set "
+                f"seed = {table['seed']!r} at the top"
+            )
+    cfg = from_mapping(RunConfig, data, f"{path}")
     base = path.parent
 
     def resolve(p: Path | None) -> Path | None:
@@ -212,6 +242,7 @@ def load_run_config(path: Path) -> RunConfig:
 
     return replace(
         cfg,
+        config_path=path,
         preferences=replace(cfg.preferences, path=resolve(cfg.preferences.path) or Path()),
         candidates=tuple(
             replace(c, corpus=resolve(c.corpus), model=resolve_model(c.model))
@@ -273,11 +304,14 @@ class _Profiled:
 
 
 def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
+    """Every stage in order, each under one progress line (``progress``); the stages' own
+    bars stay off."""
     loaded = load_preferences(
         cfg.preferences.path,
         schema=None if cfg.preferences.schema == "auto" else cfg.preferences.schema,
         skip_bad=cfg.preferences.skip_bad,
         limit=cfg.preferences.limit,
+        progress=False,
     )
     prefs = loaded.pairs
     logger.info(
@@ -287,17 +321,22 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
         loaded.n_bad,
     )
     clock = _Clock()
-    corpora = {c.name: _probe_corpus(c, cfg, progress) for c in cfg.candidates}
+    by_name = {c.name: c for c in cfg.candidates}
+    corpora = {
+        name: _probe_corpus(by_name[name], cfg, rebuild, False)
+        for name in stage(by_name, "probe corpora", unit="candidates", enabled=progress)
+    }
     clock.lap("probe corpora")
     topics = None
     if cfg.stages.topics:
-        topics = fit_topics(
-            prefs.get_column("prompt").to_list(),
-            cfg.semantic,
-            seed=cfg.seed,
-            cache_root=cfg.indexes_dir,
-            progress=progress,
-        )
+        for _ in stage(["prompts"], "topics", unit="step", enabled=progress):
+            topics = fit_topics(
+                prefs.get_column("prompt").to_list(),
+                cfg.semantic,
+                seed=cfg.seed,
+                cache_root=cfg.indexes_dir,
+                progress=False,
+            )
         clock.lap("topics")
     if cfg.execution is not None:
         _build_indexes_on_engine(cfg, cfg.execution, prefs, corpora, rebuild, progress)
@@ -310,7 +349,7 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
         seed=cfg.seed,
         n_boot=cfg.n_boot,
         rebuild=rebuild_indexes,
-        progress=progress,
+        progress=False,
     )
     profile_cfg = ProfileConfig(
         n_boot=cfg.n_boot,
@@ -318,30 +357,41 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
         slices=cfg.slices,
         lexical=replace(cfg.lexical, seed=cfg.seed),
     )
-    result = build_profile(
-        prefs,
-        corpora,
-        cfg.indexes_dir,
-        profile_cfg,
-        topics=topics,
-        extra_scorers={"semantic": semantic} if cfg.stages.semantic else None,
-        rebuild=rebuild_indexes,
-        progress=progress,
-    )
+    profiles, manifests = [], {}
+    overlap = "lexical + semantic overlap" if cfg.stages.semantic else "lexical overlap"
+    for name in stage(sorted(corpora), overlap, unit="corpora", enabled=progress):
+        result = build_profile(
+            prefs,
+            {name: corpora[name]},
+            cfg.indexes_dir,
+            profile_cfg,
+            topics=topics,
+            extra_scorers={"semantic": semantic} if cfg.stages.semantic else None,
+            rebuild=rebuild_indexes,
+            progress=False,
+        )
+        profiles.append(result.profile)
+        manifests.update(result.manifests)
     clock.lap("lexical and semantic profile")
-    profiles = [result.profile]
     if topics is not None and cfg.stages.semantic:
         profiles.append(_topic_mass_rows(semantic, topics))
-    if cfg.stages.likelihood:
-        for c in cfg.candidates:
-            if c.model is not None:
-                profiles.append(_likelihood_rows(c, c.model, prefs, topics, cfg, rebuild, progress))
-    if cfg.stages.likelihood:
+    probed = [c for c in cfg.candidates if c.model is not None]
+    if cfg.stages.likelihood and probed:
+        for c in stage(probed, "likelihood", unit="models", enabled=progress, name_of=_name):
+            assert c.model is not None
+            profiles.append(_likelihood_rows(c, c.model, prefs, topics, cfg, rebuild, False))
         clock.lap("likelihood")
+    if cfg.stages.transfer and probed:
+        for c in stage(probed, "transfer probe", unit="models", enabled=progress, name_of=_name):
+            assert c.model is not None
+            profiles.append(_transfer_rows(c, c.model, prefs, topics, cfg, rebuild, False))
+        clock.lap("transfer probe")
     profile = pl.concat(profiles).sort(["model", "slice", "metric", "topic"], nulls_last=False)
-    return _Profiled(
-        prefs, loaded.schema, loaded.n_bad, corpora, profile, result.manifests, semantic
-    )
+    return _Profiled(prefs, loaded.schema, loaded.n_bad, corpora, profile, manifests, semantic)
+
+
+def _name(c: CandidateSection) -> str:
+    return c.name
 
 
 def _likelihood_rows(
@@ -354,23 +404,26 @@ def _likelihood_rows(
     progress: bool,
 ) -> pl.DataFrame:
     """One model's likelihood Profile rows, cached under ``indexes/likelihood/`` by every
-    input that changes them (weights, texts, topics, settings, seed)."""
-    key = hash_texts(
-        [
-            c.name,
-            _model_fingerprint(model),
-            hash_texts([t for s in cfg.slices for t in prefs.get_column(s).to_list()]),
-            hash_texts(prefs.get_column("prompt").to_list()),
-            json.dumps(dataclasses.asdict(cfg.likelihood), sort_keys=True),
-            json.dumps([cfg.slices, cfg.n_boot, cfg.seed]),
-            "" if topics is None else hash_texts([*topics.names, topics.labels.tobytes().hex()]),
-        ]
-    )[:24]
-    path = Path(cfg.indexes_dir) / "likelihood" / f"{slug(c.name)}-{key}.parquet"
-    if path.is_file() and not rebuild:
-        logger.info("likelihood for %s: reusing %s", c.name, path)
-        return pl.read_parquet(path)
-    lm = load_model(model, name=c.name)
+    input that changes them (weights, texts, topics, settings, seed), checked on load."""
+    params = {
+        "candidate": c.name,
+        "model": model_fingerprint(model),
+        "texts": hash_texts([t for s in cfg.slices for t in prefs.get_column(s).to_list()]),
+        "prompts": hash_texts(prefs.get_column("prompt").to_list()),
+        "likelihood": dataclasses.asdict(cfg.likelihood),
+        "slices": list(cfg.slices),
+        "n_boot": cfg.n_boot,
+        "seed": cfg.seed,
+        "topics": None
+        if topics is None
+        else hash_texts([*topics.names, topics.labels.tobytes().hex()]),
+    }
+    entry = _cache_entry(cfg, "likelihood", c.name, params)
+    cached = None if rebuild else _cached_rows(entry, LIKELIHOOD_KIND, params)
+    if cached is not None:
+        logger.info("likelihood for %s: reusing %s", c.name, entry)
+        return cached
+    lm = load_model(model, name=c.name, trust_remote_code=c.trust_remote_code)
     rows = score_preferences(
         lm,
         prefs,
@@ -382,8 +435,73 @@ def _likelihood_rows(
         seed=cfg.seed,
         progress=progress,
     ).profile
-    write_parquet(rows, path)
+    store_cached_table(entry, LIKELIHOOD_KIND, params, rows)
     return rows
+
+
+def _transfer_rows(
+    c: CandidateSection,
+    model: str,
+    prefs: pl.DataFrame,
+    topics: Topics | None,
+    cfg: RunConfig,
+    rebuild: bool,
+    progress: bool,
+) -> pl.DataFrame:
+    """One model's transfer-probe Profile rows, cached under ``indexes/transfer/`` like the
+    likelihood rows."""
+    params = {
+        "candidate": c.name,
+        "model": model_fingerprint(model),
+        "pairs": hash_texts(
+            [t for s in ("prompt", "chosen", "rejected") for t in prefs.get_column(s).to_list()]
+        ),
+        "transfer": dataclasses.asdict(cfg.transfer),
+        "n_boot": cfg.n_boot,
+        "seed": cfg.seed,
+        "topics": None
+        if topics is None
+        else hash_texts([*topics.names, topics.labels.tobytes().hex()]),
+    }
+    entry = _cache_entry(cfg, "transfer", c.name, params)
+    cached = None if rebuild else _cached_rows(entry, TRANSFER_KIND, params)
+    if cached is not None:
+        logger.info("transfer probe for %s: reusing %s", c.name, entry)
+        return cached
+    lm = load_model(model, name=c.name, trust_remote_code=c.trust_remote_code)
+    rows = score_transfer(
+        lm,
+        prefs,
+        cfg.transfer,
+        topic_labels=topics.labels if topics else None,
+        topic_names=topics.names if topics else None,
+        n_boot=cfg.n_boot,
+        seed=cfg.seed,
+        progress=progress,
+    ).profile
+    store_cached_table(entry, TRANSFER_KIND, params, rows)
+    return rows
+
+
+TRANSFER_KIND: Final = "transfer-rows"
+LIKELIHOOD_KIND: Final = "likelihood-rows"
+CORPUS_KIND: Final = "generated-corpus"
+
+
+def _cached_rows(entry: Path, kind: str, params: Mapping[str, Any]) -> pl.DataFrame | None:
+    """The Profile rows of a cache entry, checked (None when there is none yet)."""
+    path = read_cached_table(entry, kind, params)
+    if path is None:
+        return None
+    return read_parquet(
+        path, expected="a cache entry written by simscope", fix="rebuild with --rebuild"
+    )
+
+
+def _cache_entry(cfg: RunConfig, folder: str, name: str, params: Mapping[str, Any]) -> Path:
+    """``indexes/<folder>/<candidate>-<key of params>/``: one cache entry per content."""
+    key = hash_texts([json.dumps(params, sort_keys=True, default=str)])[:24]
+    return Path(cfg.indexes_dir) / folder / f"{slug(name)}-{key}"
 
 
 def profile_only(
@@ -395,6 +513,45 @@ def profile_only(
     return done.profile
 
 
+RUN_FILES: Final = (*REPORT_FILES.values(), "report.html")
+"""What a run writes into its directory (and all an older simscope's run directory held)."""
+
+
+def _inputs(cfg: RunConfig) -> list[Path]:
+    """Every path a run reads or keeps: none of them may lie inside the run directory."""
+    paths = [cfg.preferences.path, Path(cfg.indexes_dir)]
+    if cfg.config_path is not None:
+        paths.append(cfg.config_path)
+    for c in cfg.candidates:
+        paths += [p for p in (c.corpus, Path(c.model) if c.model else None) if p is not None]
+    for p in (cfg.select.rm_results, cfg.select.model_map, cfg.select.costs):
+        if p is not None:
+            paths.append(p)
+    for named in (cfg.select.benchmarks, cfg.select.prior):
+        if named and Path(named).exists():
+            paths.append(Path(named))
+    return paths
+
+
+def check_run_dir(out: Path, inputs: Sequence[Path]) -> None:
+    """Refuse a run directory the run could not replace without deleting what is not its own:
+    one that holds (or is) an input, the config's folder or a parent of it, or a non-empty
+    directory simscope did not write."""
+    out = Path(out).resolve()
+    for path in inputs:
+        p = Path(path).resolve()
+        if p == out or out in p.parents:
+            held = "is" if p == out else "holds"
+            raise SimscopeError(
+                f"out_dir: {out} {held} {p}, which the run reads; the run directory is replaced "
+                'as a whole, so it must be a folder of its own (e.g. out_dir = "run")'
+            )
+    try:
+        check_replaceable(out, legacy_files=RUN_FILES)
+    except SimscopeError as e:
+        raise SimscopeError(f"out_dir: {e}") from None
+
+
 def run(cfg: RunConfig, *, rebuild: bool = False, progress: bool = True) -> RunResult:
     """Run every configured stage and write the run directory (see the module doc).
 
@@ -403,13 +560,7 @@ def run(cfg: RunConfig, *, rebuild: bool = False, progress: bool = True) -> RunR
     the previous run's), so a failed run leaves the previous one intact and never a mix.
     """
     out = Path(cfg.out_dir).resolve()
-    if out.exists() and not out.is_dir():
-        raise SimscopeError(f"out_dir: {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / REPORT_FILES["profile"]).is_file():
-        raise SimscopeError(
-            f"out_dir: {out} holds files but no {REPORT_FILES['profile']}, so it is not a "
-            "simscope run directory; the run replaces its directory as a whole: choose a new one"
-        )
+    check_run_dir(out, _inputs(cfg))
     select_inputs = _read_select_inputs(cfg)
     done = _profile(cfg, rebuild=rebuild, progress=progress)
     prefs, corpora, profile, semantic = done.prefs, done.corpora, done.profile, done.semantic
@@ -441,7 +592,7 @@ def run(cfg: RunConfig, *, rebuild: bool = False, progress: bool = True) -> RunR
     embedding_map = _embedding_map(semantic) if cfg.stages.semantic else None
     provenance = _provenance(cfg, prefs, corpora, done.manifests, done.schema, done.n_bad)
 
-    with atomic_dir(out, overwrite=True) as tmp:
+    with atomic_dir(out, overwrite=True, kind="run", legacy_files=RUN_FILES) as tmp:
         write_parquet(profile, tmp / REPORT_FILES["profile"])
         if chosen is not None:
             write_selection(chosen, tmp)
@@ -492,37 +643,40 @@ def _read_select_inputs(
 # ---- probe corpora ----------------------------------------------------------------------------
 
 
-def _probe_corpus(c: CandidateSection, cfg: RunConfig, progress: bool) -> pl.DataFrame:
+def _probe_corpus(
+    c: CandidateSection, cfg: RunConfig, rebuild: bool, progress: bool
+) -> pl.DataFrame:
     if c.corpus is not None:
         return import_corpus(
             c.corpus, model=c.name, text_field=c.text_field, n_docs=c.n_docs, seed=cfg.seed
         ).corpus
     assert c.model is not None
-    gen = replace(cfg.generation, seed=cfg.seed, n_docs=c.n_docs or cfg.generation.n_docs)
+    n_docs = c.n_docs if c.n_docs is not None else cfg.generation.n_docs
+    gen = replace(cfg.generation, seed=cfg.seed, n_docs=n_docs)
     # A generated corpus is cached under indexes/ by everything that decides its content.
-    key = hash_texts(
-        [
-            c.name,
-            c.model,
-            json.dumps(dataclasses.asdict(gen), sort_keys=True),
-            _model_fingerprint(c.model),
-        ]
-    )[:16]
-    path = Path(cfg.indexes_dir) / "corpora" / f"{slug(c.name)}-{key}.parquet"
-    if path.is_file():
-        logger.info("probe corpus for %s: reusing %s", c.name, path)
-        return read_probe_corpus(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return generate_corpus(c.model, path, gen, name=c.name, progress=progress)
-
-
-def _model_fingerprint(model: str) -> str:
-    """Checksums of a local model directory's config and weight files (a hub id: itself)."""
-    path = Path(model)
-    if not path.is_dir():
-        return model
-    files = sorted(p for p in path.iterdir() if p.suffix in {".json", ".safetensors", ".txt"})
-    return hash_texts([f"{p.name}:{hash_file(p)}" for p in files])
+    params = {
+        "candidate": c.name,
+        "model": model_fingerprint(c.model),
+        "generation": dataclasses.asdict(gen),
+    }
+    entry = _cache_entry(cfg, "corpora", c.name, params)
+    cached = None if rebuild else read_cached_table(entry, CORPUS_KIND, params)
+    if cached is not None:
+        logger.info("probe corpus for %s: reusing %s", c.name, entry)
+        return read_probe_corpus(cached)
+    # Sampled beside the entry (an interrupted run resumes there), then moved in.
+    staging = entry.with_name(f"{entry.name}.parquet")
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    generate_corpus(
+        c.model,
+        staging,
+        gen,
+        name=c.name,
+        trust_remote_code=c.trust_remote_code,
+        overwrite=True,
+        progress=progress,
+    )
+    return read_probe_corpus(store_cached_table(entry, CORPUS_KIND, params, staging))
 
 
 # ---- indexes on an engine ---------------------------------------------------------------------
@@ -597,7 +751,8 @@ def _corpus_shards(
         with atomic_dir(target, overwrite=True) as tmp:
             write_corpus_shards(ordered, tmp, row_group_rows=min(execution.unit_docs, 8192))
     for old in parent.glob(f"{slug(name)}-*"):
-        if old != target and old.is_dir() and len(old.name) == len(target.name):
+        same_candidate = len(old.name) == len(target.name)
+        if old != target and old.is_dir() and same_candidate and foreign_entries(old) == []:
             shutil.rmtree(old)
     return CorpusShards.from_path(target)
 

@@ -18,12 +18,24 @@ Schemas (auto-detected from the first record's fields, or named):
   into further turns (a model that wrote ``Human:`` lines), the prompt is the other's full
   context and the run-on text stays in its response. Transcripts that part earlier are bad.
 - ``trl``: TRL's conversational format: ``chosen`` and ``rejected`` lists of ``{role,
-  content}`` messages, with an optional ``prompt`` (a list of messages, or a string). Without a
-  prompt, the messages the two lists share from the start are the prompt. Messages render as
-  ``Role: content`` (the role with its first letter upper-cased) joined by blank lines; a
-  response's leading assistant message renders as its bare content, as in an HH response.
-  A content may be a string or a list of ``{"type": "text", "text": ...}`` parts (joined).
-  Empty responses are bad records unless ``allow_empty``.
+  content}`` messages, with an optional ``prompt`` (a list of messages, or a string, which
+  stands for one user message; null or blank counts as absent). Without a prompt, the
+  messages the two lists share from the start are the prompt and the responses are what
+  follows them (TRL's ``maybe_extract_prompt``). With a prompt, when both lists start before
+  their responses (with a user or system turn, as UltraFeedback-binarized repeats the user
+  turn), the same holds, and the given prompt must be among the shared turns, in order (it
+  may be only some of them: the first or the last user turn); otherwise the record is bad,
+  named with both. When the lists hold the responses only (they start with an assistant
+  turn), the given prompt is the prompt. Messages render as ``Role: content`` (the role with
+  its first letter upper-cased, the content stripped) joined by blank lines, so a prompt
+  string renders as ``User: ...``, like the same prompt given as a message; a response's
+  leading assistant message renders as its bare content, as in an HH response. A content may
+  be a string or a list of ``{"type": "text", "text": ...}`` parts (joined). Two messages are
+  the same turn when they render alike. Empty responses are bad records unless
+  ``allow_empty``.
+
+A text holding a lone surrogate (JSON's ``"\\udc80"`` without its other half) is not text:
+the record is bad, named with its field.
 
 ``pair_id`` is the record's ``pair_id`` or ``id`` field when it has one (a string or an
 integer; null or empty counts as absent), else the xxh3-128 hash of the length-prefixed
@@ -47,9 +59,9 @@ import polars as pl
 from tqdm import tqdm
 
 from simscope.errors import SimscopeError
-from simscope.readers import RawRecord, read_records, show_value
+from simscope.readers import RawRecord, printable, read_records, show_value, surrogate_error
 from simscope.records import PREFERENCE_SCHEMA, SLICES, check_frame
-from simscope.storage import hash_texts, write_parquet
+from simscope.storage import hash_texts, read_parquet, write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +99,8 @@ class LoadResult:
     ``n_empty`` counts kept pairs with an empty response. ``n_hh_diverged`` counts HH pairs
     whose transcripts have their last Assistant turn in different places (one response runs
     on into further turns); the prompt is then the common context (see the module docstring).
+    ``n_prompt_widened`` counts TRL pairs whose given prompt is only part of the turns their
+    conversations share; the prompt is then all of the shared turns.
     """
 
     pairs: pl.DataFrame
@@ -96,6 +110,7 @@ class LoadResult:
     n_read: int = 0
     n_hh_diverged: int = 0
     n_empty: int = 0
+    n_prompt_widened: int = 0
 
 
 class _BadRecord(Exception):
@@ -149,12 +164,12 @@ def load_preferences(
     next_suffix: dict[str, int] = {}
     n_repeats = 0
     bad: list[str] = []
-    n_read = n_bad = n_diverged = n_empty = 0
+    n_read = n_bad = n_diverged = n_widened = n_empty = 0
     all_records = itertools.chain([first], records)
     for record in tqdm(all_records, desc="load", unit="record", disable=not progress):
         n_read += 1
         try:
-            prompt, chosen, rejected, diverged = parse(record, allow_empty)
+            prompt, chosen, rejected, note = parse(record, allow_empty)
             pair_id = _explicit_id(record)
         except _BadRecord as e:
             if not skip_bad:
@@ -172,7 +187,8 @@ def load_preferences(
                 k += 1
             pair_id, next_suffix[base] = f"{base}-{k}", k + 1
         used_ids.add(pair_id)
-        n_diverged += diverged
+        n_diverged += note == "hh_diverged"
+        n_widened += note == "prompt_widened"
         n_empty += _blank(chosen) or _blank(rejected)
         for name, value in zip(
             PREFERENCE_SCHEMA,
@@ -205,6 +221,13 @@ def load_preferences(
             path,
             n_diverged,
         )
+    if n_widened:
+        logger.info(
+            "%s: %d pair(s) give a prompt that is part of the turns their conversations share; "
+            "the prompt is all of those turns",
+            path,
+            n_widened,
+        )
     if n_empty:
         logger.info("%s: %d pair(s) with an empty response kept", path, n_empty)
     if n_repeats:
@@ -213,7 +236,9 @@ def load_preferences(
         )
     logger.info("%s: %d pairs, schema %s", path, n_pairs, chosen_schema)
     frame = check_frame(pl.concat(chunks, rechunk=False), PREFERENCE_SCHEMA, "PreferenceSet")
-    return LoadResult(frame, n_bad, bad, chosen_schema, n_read, n_diverged, n_empty)
+    return LoadResult(
+        frame, n_bad, bad, chosen_schema, n_read, n_diverged, n_empty, n_prompt_widened=n_widened
+    )
 
 
 def write_preference_set(
@@ -228,14 +253,12 @@ def read_preference_set(path: Path) -> pl.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise SimscopeError(f"{path}: no such file; expected a PreferenceSet parquet")
-    try:
-        df = pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SimscopeError(
-            f"{path}: not a readable parquet file ({reason}); expected a PreferenceSet parquet "
-            "(pair_id, prompt, chosen, rejected, source) written by simscope load"
-        ) from None
+    df = read_parquet(
+        path,
+        expected="a PreferenceSet parquet (pair_id, prompt, chosen, rejected, source) written "
+        "by simscope load",
+        fix="write it again with simscope load",
+    )
     df = check_frame(df, PREFERENCE_SCHEMA, "PreferenceSet", str(path))
     for name in PREFERENCE_SCHEMA:
         nulls = df.get_column(name).is_null()
@@ -258,6 +281,7 @@ def preference_metadata(result: LoadResult, path: Path) -> dict[str, str]:
         "n_bad": result.n_bad,
         "n_hh_diverged": result.n_hh_diverged,
         "n_empty": result.n_empty,
+        "n_prompt_widened": result.n_prompt_widened,
     }
     return {"simscope": json.dumps(info, sort_keys=True)}
 
@@ -304,7 +328,7 @@ def _check_fields(record: RawRecord, schema: str, path: Path) -> None:
 
 
 def _field_list(data: Mapping[str, Any]) -> str:
-    names = sorted(map(str, data))
+    names = sorted(printable(str(name)) for name in data)
     shown = names[:20] + ([f"... {len(names) - 20} more"] if len(names) > 20 else [])
     return "[" + ", ".join(shown) + "]"
 
@@ -316,10 +340,18 @@ def _found(data: Mapping[str, Any], key: str) -> str:
     return show_value(data[key]) if key in data else "no such field"
 
 
+def _text(record: RawRecord, field: str, value: str) -> str:
+    """``value``, unless it holds a lone surrogate (then the record is bad)."""
+    problem = surrogate_error(record.location, field, value)
+    if problem:
+        raise _BadRecord(problem)
+    return value
+
+
 def _string(record: RawRecord, key: str, *, allow_empty: bool) -> str:
     value = record.data.get(key)
     if isinstance(value, str) and (allow_empty or not _blank(value)):
-        return value
+        return _text(record, key, value)
     expected = "string" if allow_empty else "non-empty string"
     empty = isinstance(value, str)
     raise _BadRecord(
@@ -328,14 +360,14 @@ def _string(record: RawRecord, key: str, *, allow_empty: bool) -> str:
     )
 
 
-def _parse_pairs(record: RawRecord, allow_empty: bool) -> tuple[str, str, str, bool]:
+def _parse_pairs(record: RawRecord, allow_empty: bool) -> tuple[str, str, str, str | None]:
     prompt = _string(record, "prompt", allow_empty=True)
     chosen = _string(record, "chosen", allow_empty=allow_empty)
     rejected = _string(record, "rejected", allow_empty=allow_empty)
-    return prompt, chosen, rejected, False
+    return prompt, chosen, rejected, None
 
 
-def _parse_hh(record: RawRecord, allow_empty: bool) -> tuple[str, str, str, bool]:
+def _parse_hh(record: RawRecord, allow_empty: bool) -> tuple[str, str, str, str | None]:
     chosen = _string(record, "chosen", allow_empty=False)
     rejected = _string(record, "rejected", allow_empty=False)
     last: dict[str, int] = {}
@@ -371,8 +403,8 @@ def _parse_hh(record: RawRecord, allow_empty: bool) -> tuple[str, str, str, bool
                     "the last '\\n\\nAssistant:', found ''",
                     empty=True,
                 )
-    diverged = last["chosen"] != last["rejected"]
-    return prompt, responses["chosen"], responses["rejected"], diverged
+    note = "hh_diverged" if last["chosen"] != last["rejected"] else None
+    return prompt, responses["chosen"], responses["rejected"], note
 
 
 def _common_prefix_len(a: str, b: str) -> int:
@@ -390,20 +422,43 @@ def _common_prefix_len(a: str, b: str) -> int:
     return lo
 
 
-def _parse_trl(record: RawRecord, allow_empty: bool) -> tuple[str, str, str, bool]:
+def _parse_trl(record: RawRecord, allow_empty: bool) -> tuple[str, str, str, str | None]:
     chosen = _messages(record, "chosen")
     rejected = _messages(record, "rejected")
-    prompt_value = record.data.get("prompt")
-    if prompt_value is None:
-        shared = 0
-        while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
-            shared += 1
-        prompt = _render(chosen[:shared])
-        chosen, rejected = chosen[shared:], rejected[shared:]
-    elif isinstance(prompt_value, str):
-        prompt = prompt_value
+    n_shared = 0
+    for a, b in zip(chosen, rejected, strict=False):
+        if _key(a) != _key(b):
+            break
+        n_shared += 1
+    shared = chosen[:n_shared]
+    given = _given_prompt(record)
+    note = None
+    if given is None:
+        prompt = _render(shared)
+        chosen, rejected = chosen[n_shared:], rejected[n_shared:]
+    elif _carry_context(chosen, rejected):
+        # The conversations repeat the context before the responses (UltraFeedback-binarized):
+        # the responses are what follows the turns they share (TRL's maybe_extract_prompt),
+        # and the prompt given must be among those turns.
+        if not _among(given, shared):
+            found = _render(given)
+            context = (
+                show_value(_render(shared))
+                if shared
+                else "none: they differ from the first message"
+            )
+            raise _BadRecord(
+                f"{record.location}: field 'prompt': expected the turns that 'chosen' and "
+                f"'rejected' share before their responses, or some of them ({context}), found "
+                f"{show_value(found)} (leave the field out to take the shared turns as the "
+                "prompt)"
+            )
+        if len(given) < n_shared:
+            note = "prompt_widened"
+        prompt = _render(shared)
+        chosen, rejected = chosen[n_shared:], rejected[n_shared:]
     else:
-        prompt = _render(_messages(record, "prompt"))
+        prompt = _render(given)  # the conversations hold the responses only
     responses = {"chosen": _render_response(chosen), "rejected": _render_response(rejected)}
     if not allow_empty:
         for key, response in responses.items():
@@ -413,7 +468,34 @@ def _parse_trl(record: RawRecord, allow_empty: bool) -> tuple[str, str, str, boo
                     f"the prompt messages, found {show_value(response)}",
                     empty=True,
                 )
-    return prompt, responses["chosen"], responses["rejected"], False
+    return prompt, responses["chosen"], responses["rejected"], note
+
+
+def _given_prompt(record: RawRecord) -> list[tuple[str, str]] | None:
+    """The record's ``prompt`` as messages (a string is one user message); None when absent,
+    null or a blank string."""
+    value = record.data.get("prompt")
+    if value is None or (isinstance(value, str) and _blank(value)):
+        return None
+    if isinstance(value, str):
+        return [("user", _text(record, "prompt", value))]
+    return _messages(record, "prompt")
+
+
+def _key(message: tuple[str, str]) -> tuple[str, str]:
+    # What rendering keeps of a message: two that render alike are the same turn.
+    return message[0].lower(), message[1].strip()
+
+
+def _carry_context(chosen: list[tuple[str, str]], rejected: list[tuple[str, str]]) -> bool:
+    """Whether both conversations start before their responses (not with an assistant turn)."""
+    return all(m and m[0][0].lower() != "assistant" for m in (chosen, rejected))
+
+
+def _among(given: list[tuple[str, str]], shared: list[tuple[str, str]]) -> bool:
+    """Whether the ``given`` messages are among the ``shared`` ones, in order."""
+    turns = iter(map(_key, shared))
+    return all(any(k == t for t in turns) for k in map(_key, given))
 
 
 def _messages(record: RawRecord, key: str) -> list[tuple[str, str]]:
@@ -437,19 +519,20 @@ def _messages(record: RawRecord, key: str) -> list[tuple[str, str]]:
                 f"{record.location}: field '{field}.role': expected non-empty string, found "
                 f"{_found(message, 'role')}"
             )
-        out.append((role.strip(), _content(record, f"{field}.content", message)))
+        role = _text(record, f"{field}.role", role.strip())
+        out.append((role, _content(record, f"{field}.content", message)))
     return out
 
 
 def _content(record: RawRecord, field: str, message: Mapping[str, Any]) -> str:
     content = message.get("content")
     if isinstance(content, str):
-        return content
+        return _text(record, field, content)
     if isinstance(content, list) and all(
         isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
         for p in content
     ):
-        return "".join(p["text"] for p in content)
+        return _text(record, field, "".join(p["text"] for p in content))
     raise _BadRecord(
         f"{record.location}: field {field!r}: expected a string or a list of text parts, "
         f"found {_found(message, 'content')}"
@@ -488,8 +571,22 @@ def _explicit_id(record: RawRecord) -> str | None:
             f"{record.location}: field {key!r}: expected a string or an integer id, found "
             f"{show_value(value)}"
         )
-    return str(value)
+    return _text(record, key, value) if isinstance(value, str) else str(value)
 
 
 def _source(record: RawRecord, path: Path) -> str:
-    return path.name + record.location.removeprefix(str(path))
+    return printable(path.name) + record.location.removeprefix(str(path))
+
+
+def read_preferences_any(path: Path, *, progress: bool = True) -> pl.DataFrame:
+    """A PreferenceSet parquet as it is, or any file :func:`load_preferences` reads."""
+    path = Path(path)
+    columns: set[str] = set()
+    if path.suffix == ".parquet":
+        try:
+            columns = set(pl.read_parquet_schema(path))
+        except (pl.exceptions.PolarsError, OSError):
+            columns = set()  # not a readable parquet: load_preferences says why
+    if set(PREFERENCE_SCHEMA) <= columns:
+        return read_preference_set(path)
+    return load_preferences(path, progress=progress).pairs

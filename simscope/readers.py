@@ -2,8 +2,10 @@
 
 Owns turning a file of records into ``RawRecord``s, each with the place it came from, and the
 errors for files that cannot be read as records (missing, empty, not UTF-8, not JSON, not
-objects). Knows nothing of what a record means: the preference loader and the probe-corpus
-importer check the fields.
+objects, a damaged parquet file or one whose strings are not UTF-8). Knows nothing of what a
+record means: the preference loader and the probe-corpus importer check the fields, with
+:func:`surrogate_error` for a JSON string that holds a lone surrogate (``"\\udc80"``: valid
+JSON, but no text), which a reader passes on so that it can be one skippable bad record.
 
 Nothing is held twice in memory: JSON Lines and CSV are read line by line, a JSON array
 element by element (``ijson``), parquet by row batches. Locations are 1-based: ``path:LINE``
@@ -17,6 +19,7 @@ import codecs
 import csv
 import gzip
 import json
+import os
 import sys
 import zlib
 from collections.abc import Iterator
@@ -29,6 +32,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from simscope.errors import SimscopeError
+from simscope.storage import reading_parquet, unreadable_parquet
 
 FORMATS: Final = ("jsonl", "json", "parquet", "csv")
 """Record formats, by the name ``--format`` takes."""
@@ -123,7 +127,72 @@ def show_value(value: Any) -> str:
             text = json.dumps(value, ensure_ascii=False, default=str)
         except ValueError:  # a circular structure cannot come from a file, but stay total
             text = repr(value)
+        if lone_surrogate(text) is not None:  # a message must be printable text
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= _SHOW_CHARS else text[: _SHOW_CHARS - 1] + "…"
+
+
+def lone_surrogate(text: str) -> int | None:
+    """The index of the first lone surrogate code point in ``text``, None when it has none.
+
+    JSON may spell a UTF-16 surrogate on its own (``"\\udc80"``), and Python keeps it in the
+    decoded str, but such a str is not text: it cannot be encoded as UTF-8 (so not stored by
+    polars or Arrow, hashed, tokenized or embedded).
+    """
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return e.start
+    return None
+
+
+def surrogate_error(location: str, field: str, text: str) -> str | None:
+    """The bad-record message for a field whose text holds a lone surrogate (else None)."""
+    at = lone_surrogate(text)
+    if at is None:
+        return None
+    return (
+        f"{location}: field {field!r}: expected Unicode text, found a lone surrogate "
+        f"{text[at]!r} at character {at} of {show_value(text)} (a \\ud800-\\udfff escape must "
+        "be one half of a high-low pair, as in \\ud83d\\ude00)"
+    )
+
+
+def find_surrogate(value: Any, field: str = "") -> tuple[str, str] | None:
+    """The first string (a key or a value) in a decoded JSON ``value`` holding a lone
+    surrogate: its field path (``chosen[1].content``) and the string; None when there is none."""
+    if isinstance(value, str):
+        return (field, value) if lone_surrogate(value) is not None else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = f"{field}.{key}" if field else str(key)
+            if isinstance(key, str) and lone_surrogate(key) is not None:
+                return name, key
+            found = find_surrogate(item, name)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = find_surrogate(item, f"{field}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def printable(name: str) -> str:
+    """``name`` (a file name) with bytes that were not UTF-8 spelled as ``\\xNN``.
+
+    Python decodes such bytes of a file name to lone surrogates, which no table can hold.
+    """
+    if lone_surrogate(name) is None:
+        return name
+    try:
+        raw = os.fsencode(name)  # surrogates \\udc80-\\udcff stand for the bytes 0x80-0xff
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _accepted() -> str:
@@ -244,7 +313,36 @@ class _CheckedUtf8:
         return chunk
 
 
+class _LoneSurrogate(Exception):
+    """ijson's C backend met a lone surrogate escape, which it cannot return."""
+
+
 def _read_json(path: Path) -> Iterator[RawRecord]:
+    n = 0
+    try:
+        for n, value in _json_items(path, ijson):
+            yield _json_record(path, n, value)
+    except _LoneSurrogate:
+        # yajl decodes "\\udc80" to bytes that are not UTF-8 and stops. The pure-Python backend
+        # (~8x slower) returns it in a str, for the loader to report as one bad record: read
+        # the file again with it, from the item that stopped yajl.
+        for k, value in _json_items(path, ijson.get_backend("python")):
+            if k > n:
+                yield _json_record(path, k, value)
+
+
+def _json_record(path: Path, n: int, value: Any) -> RawRecord:
+    if not isinstance(value, dict):
+        raise SimscopeError(
+            f"{path}:item {n}: expected a JSON object, found {_kind(value)} "
+            f"{show_value(value)}; the array must hold one object per record"
+        )
+    return RawRecord(f"{path}:item {n}", value)
+
+
+def _json_items(path: Path, backend: Any) -> Iterator[tuple[int, Any]]:
+    """The elements of the top-level array of ``path``, numbered from 1, parsed by an ijson
+    ``backend``; raises _LoneSurrogate where the C backend meets a lone surrogate escape."""
     n = 0
     try:
         with _open_binary(path) as f:
@@ -264,19 +362,17 @@ def _read_json(path: Path) -> Iterator[RawRecord]:
                 )
             reader = _CheckedUtf8(f, path, pushback=head)
             try:
-                for value in ijson.items(reader, "item", use_float=True):
+                for value in backend.items(reader, "item", use_float=True):
                     n += 1
-                    if not isinstance(value, dict):
-                        raise SimscopeError(
-                            f"{path}:item {n}: expected a JSON object, found {_kind(value)} "
-                            f"{show_value(value)}; the array must hold one object per record"
-                        )
-                    yield RawRecord(f"{path}:item {n}", value)
+                    yield n, value
             except ijson.JSONError as e:
                 reason = str(e).strip().splitlines()[0]
                 raise SimscopeError(
                     f"{path}: invalid JSON after item {n} ({reason}); expected {EXPECTED['json']}"
                 ) from None
+            except UnicodeDecodeError:
+                # _CheckedUtf8 let only UTF-8 through: these bytes came from a \\u escape.
+                raise _LoneSurrogate from None
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise _unreadable(path, e) from None
 
@@ -327,16 +423,34 @@ def _read_csv(path: Path, delimiter: str) -> Iterator[RawRecord]:
 
 
 def _read_parquet(path: Path) -> Iterator[RawRecord]:
-    with _open_binary(path) as f:
-        try:
-            parquet = pq.ParquetFile(f)
-        except (pa.ArrowException, OSError, EOFError, zlib.error) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise SimscopeError(
-                f"{path}: not a readable parquet file ({reason}); expected {EXPECTED['parquet']}"
-            ) from None
-        n = 0
-        for batch in parquet.iter_batches(batch_size=_BATCH_ROWS):
-            for row in batch.to_pylist():
-                n += 1
-                yield RawRecord(f"{path}:row {n}", row)
+    expected = EXPECTED["parquet"]
+    n = 0
+    try:
+        with _open_binary(path) as f, reading_parquet(path, expected):
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=_BATCH_ROWS):
+                try:
+                    rows = batch.to_pylist()
+                except UnicodeDecodeError:
+                    raise _parquet_not_utf8(path, batch, n) from None
+                for row in rows:
+                    n += 1
+                    yield RawRecord(f"{path}:row {n}", row)
+    except zlib.error as e:  # a damaged .parquet.gz
+        raise SimscopeError(unreadable_parquet(path, e, expected)) from None
+
+
+def _parquet_not_utf8(path: Path, batch: pa.RecordBatch, before: int) -> SimscopeError:
+    """The error for a string in ``batch`` that is not UTF-8, naming its row and column."""
+    # Parquet strings must be UTF-8, but pyarrow does not check them when reading.
+    for i in range(batch.num_rows):
+        for name in batch.schema.names:
+            try:
+                batch.column(name)[i].as_py()
+            except UnicodeDecodeError as e:
+                bad = e.object[e.start : e.start + 4]
+                return SimscopeError(
+                    f"{path}:row {before + i + 1}: column {name!r}: expected UTF-8 text, found "
+                    f"undecodable bytes {bad!r}; rewrite the column as UTF-8 (parquet strings "
+                    "must be UTF-8)"
+                )
+    raise AssertionError("to_pylist failed but every value decodes")  # pragma: no cover

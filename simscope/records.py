@@ -1,12 +1,12 @@
 """The tables that flow between stages: their polars schemas and a checker for each.
 
 Column names and dtypes here are the contract of ``DESIGN.md``; every stage imports them from
-this module and nowhere else. Records for single rows are frozen dataclasses.
+this module and nowhere else. Tables, not row objects, cross the stages: a row is never
+built as a Python object on the way.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
 
 import polars as pl
@@ -63,40 +63,6 @@ SELECTION_SCHEMA: Final = pl.Schema(
         "observed": pl.Float64,
     }
 )
-
-
-@dataclass(frozen=True, slots=True)
-class PreferencePair:
-    """One preference pair: the prompt, and the chosen and rejected responses."""
-
-    pair_id: str
-    prompt: str
-    chosen: str
-    rejected: str
-    source: str
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeDoc:
-    """One text of a probe corpus."""
-
-    model: str
-    doc_id: str
-    text: str
-    origin: str
-
-
-@dataclass(frozen=True, slots=True)
-class ProfileRow:
-    """One measured closeness (or contamination) number."""
-
-    model: str
-    slice: str
-    topic: str | None
-    metric: str
-    value: float
-    ci_low: float | None
-    ci_high: float | None
 
 
 def empty_frame(schema: pl.Schema) -> pl.DataFrame:

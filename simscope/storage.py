@@ -1,4 +1,5 @@
-"""Indexes and tables on disk: atomic writes, manifests, plain arrays, content hashes.
+"""Indexes and tables on disk: atomic writes, manifests, plain arrays, content hashes, and
+reading parquet with errors that name the file.
 
 An index is one directory ``indexes/<name>/`` holding ``manifest.json`` and plain files
 (``.npy`` read with ``allow_pickle=False``, parquet, FAISS's own format). It is built in
@@ -10,10 +11,12 @@ Nothing here knows what an index contains.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,9 +34,25 @@ MANIFEST = "manifest.json"
 
 
 def slug(name: str) -> str:
-    """A file-system-safe name for a model id such as ``Qwen/Qwen3-0.6B``."""
-    out = "".join(c if c.isalnum() or c in "._-" else "-" for c in name.replace("/", "--"))
-    return out.strip(".") or "unnamed"
+    """A file-system-safe name for a model id such as ``Qwen/Qwen3-0.6B``, one per name.
+
+    Letters, digits, ``.``, ``_`` and ``-`` are kept; every other character (``/`` included)
+    is written ``~XX`` per UTF-8 byte, and a leading ``.`` as ``~2E``, so two names never share
+    a slug (``org/model`` -> ``org~2Fmodel``, ``org--model`` stays). A slug longer than 120
+    characters keeps its first 100 and ``~~`` + a hash of the name (no escape reads ``~~``).
+    """
+    out = []
+    for ch in name:
+        if ch.isascii() and (ch.isalnum() or ch in "._-"):
+            out.append(ch)
+        else:
+            out.extend(f"~{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+    text = "".join(out)
+    if text.startswith("."):
+        text = "~2E" + text[1:]
+    if len(text) > 120:
+        text = f"{text[:100]}~~{xxhash.xxh3_64_hexdigest(name.encode('utf-8', 'surrogatepass'))}"
+    return text or "~"
 
 
 def hash_texts(texts: Iterable[str]) -> str:
@@ -130,27 +149,169 @@ def hash_file(path: Path) -> str:
     return h.hexdigest()
 
 
-@contextmanager
-def atomic_dir(target: Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield ``<target>.incomplete/`` to fill; rename it to ``target`` on success.
+MARK: Final = ".simscope"
+"""The file that marks a directory simscope wrote whole (and lists what it wrote there)."""
 
-    On an exception the incomplete directory is removed and ``target`` is left untouched.
+
+def _write_mark(directory: Path, kind: str) -> None:
+    files = sorted(p.name for p in directory.iterdir() if p.name != MARK)
+    mark = {
+        "kind": kind,
+        "files": files,
+        "simscope_version": __version__,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    (directory / MARK).write_text(json.dumps(mark, indent=1) + "\n")
+
+
+def foreign_entries(directory: Path, legacy_files: Collection[str] = ()) -> list[str] | None:
+    """What in ``directory`` simscope did not write: ``[]`` when it may be replaced whole.
+
+    ``None`` when simscope did not make the directory at all: no mark, no index manifest, and
+    not only ``legacy_files`` (the files an older simscope wrote there, before marks). An empty
+    directory is replaceable. A marked directory's entries must all be listed in its mark.
+    """
+    directory = Path(directory)
+    entries = {p.name for p in directory.iterdir()}
+    if not entries:
+        return []
+    mark = directory / MARK
+    if mark.is_file():
+        try:
+            listed = set(json.loads(mark.read_text(encoding="utf-8")).get("files", []))
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            return None
+        return sorted(entries - listed - {MARK})
+    if MANIFEST in entries:  # an index written before marks: its manifest lists its files
+        try:
+            listed = set(json.loads((directory / MANIFEST).read_text()).get("files", {}))
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            return None
+        return sorted(entries - listed - {MANIFEST})
+    if legacy_files and entries <= set(legacy_files):
+        return []
+    return None
+
+
+def check_replaceable(directory: Path, legacy_files: Collection[str] = ()) -> None:
+    """Refuse to replace a directory that holds anything simscope did not write."""
+    directory = Path(directory)
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise SimscopeError(f"{directory}: exists and is not a directory")
+    foreign = foreign_entries(directory, legacy_files)
+    if foreign is None:
+        raise SimscopeError(
+            f"{directory}: exists and was not written by simscope (no {MARK} mark), so it is "
+            "not replaced; choose a new directory, or empty this one"
+        )
+    if foreign:
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        shown = ", ".join(foreign[:5]) + more
+        raise SimscopeError(
+            f"{directory}: holds {shown}, which simscope did not write, so it is not replaced; "
+            "move them out or choose a new directory"
+        )
+
+
+def _renameat2_exchange() -> Any:
+    """libc's ``renameat2`` when this system has it (Linux, glibc >= 2.28), else None."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn
+
+
+_AT_FDCWD: Final = -100
+_RENAME_EXCHANGE: Final = 2
+_EXCHANGE = _renameat2_exchange()
+
+
+def exchange_dirs(a: Path, b: Path) -> bool:
+    """Swap two directories in one atomic step; False where the system cannot."""
+    if _EXCHANGE is None:
+        return False
+    rc = _EXCHANGE(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EXDEV):
+        return False  # the kernel or the file system has no exchange: fall back
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _old_name(target: Path) -> str:
+    return f"{target.name}.old-"
+
+
+def recover_dir(target: Path, legacy_files: Collection[str] = ()) -> None:
+    """Undo what a crash left around ``target``: put back a previous version that a crash
+    between the fallback's two renames left as ``<target>.old-PID``, and delete the leftovers
+    (``<target>.incomplete``, older ``.old-PID`` copies) that simscope wrote."""
+    target = Path(target)
+    parent = target.parent
+    if not parent.is_dir():
+        return
+
+    def ours(p: Path) -> bool:
+        # A leftover carries the mark written when it was created (or is an older simscope's).
+        return (p / MARK).is_file() or foreign_entries(p, legacy_files) == []
+
+    olds = sorted(
+        (p for p in parent.iterdir() if p.name.startswith(_old_name(target)) and p.is_dir()),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if olds and not target.exists() and ours(olds[-1]):
+        os.replace(olds.pop(), target)
+    tmp = target.with_name(f"{target.name}.incomplete")
+    for p in [*olds, *([tmp] if tmp.is_dir() else [])]:
+        if not ours(p):
+            raise SimscopeError(
+                f"{p}: left by an interrupted write but holds files simscope did not write; "
+                "move it away"
+            )
+        shutil.rmtree(p)
+
+
+@contextmanager
+def atomic_dir(
+    target: Path,
+    *,
+    overwrite: bool = False,
+    kind: str = "index",
+    legacy_files: Collection[str] = (),
+) -> Iterator[Path]:
+    """Yield ``<target>.incomplete/`` to fill; swap it in for ``target`` on success.
+
+    The directory is marked as simscope's (``.simscope``, listing what it holds), and an
+    existing ``target`` is replaced only when simscope wrote all of it (see
+    :func:`check_replaceable`). The swap is one atomic step (``renameat2`` exchange); where the
+    system has none it is two renames, and :func:`recover_dir` mends a crash between them on
+    the next write. On an exception ``target`` is left untouched.
     """
     target = Path(target)
-    if target.exists() and not overwrite:
-        raise SimscopeError(f"{target}: already exists; remove it or rebuild with --rebuild")
+    recover_dir(target, legacy_files)
+    if target.exists():
+        if not overwrite:
+            raise SimscopeError(f"{target}: already exists; remove it or rebuild with --rebuild")
+        check_replaceable(target, legacy_files)
     tmp = target.with_name(f"{target.name}.incomplete")
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    _write_mark(tmp, kind)
     try:
         yield tmp
-        if target.exists():
-            old = target.with_name(f"{target.name}.old-{os.getpid()}")
+        _write_mark(tmp, kind)
+        if not target.exists():
+            os.rename(tmp, target)
+        elif not exchange_dirs(tmp, target):
+            old = target.with_name(f"{_old_name(target)}{os.getpid()}")
             os.replace(target, old)
             os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+            shutil.rmtree(old)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -177,6 +338,67 @@ def write_parquet(df: pl.DataFrame, path: Path, metadata: Mapping[str, str] | No
             df.write_parquet(tmp)
 
 
+def parquet_read_error(error: BaseException) -> bool:
+    """Whether ``error`` is how polars or pyarrow say a parquet file cannot be read."""
+    # pyarrow is not imported here (it costs ~0.2 s): its errors are told by their module.
+    return isinstance(error, pl.exceptions.PolarsError | OSError | EOFError) or type(
+        error
+    ).__module__.startswith("pyarrow")
+
+
+def unreadable_parquet(path: Path, error: BaseException, expected: str, fix: str = "") -> str:
+    """The message for a parquet file that polars or pyarrow could not read."""
+    text = str(error).strip()
+    reason = text.splitlines()[0] if text else type(error).__name__
+    return f"{path}: not a readable parquet file ({reason}); expected {expected}" + (
+        f"; {fix}" if fix else ""
+    )
+
+
+@contextmanager
+def reading_parquet(path: Path, expected: str, fix: str = "") -> Iterator[None]:
+    """Turn a polars or pyarrow error raised while reading ``path`` in the block into a
+    SimscopeError naming the file, what was expected there and the fix.
+
+    ``expected`` completes "expected ...", e.g. ``"a ProbeCorpus parquet (columns model,
+    doc_id, text, origin)"``; ``fix`` is appended after it (``"rebuild it with --rebuild"``).
+    """
+    try:
+        yield
+    except Exception as e:
+        if not parquet_read_error(e):
+            raise
+        if isinstance(e, FileNotFoundError | IsADirectoryError):
+            found = "no such file" if isinstance(e, FileNotFoundError) else "not a file"
+            raise SimscopeError(f"{path}: {found}; expected {expected}") from None
+        raise SimscopeError(unreadable_parquet(path, e, expected, fix)) from None
+
+
+def read_parquet(
+    path: Path, *, expected: str, fix: str = "", columns: Sequence[str] | None = None
+) -> pl.DataFrame:
+    """``pl.read_parquet(path)``, with every way of failing a SimscopeError naming ``path``:
+    a missing file, a truncated or damaged one, one that is not parquet at all (see
+    :func:`reading_parquet` for ``expected`` and ``fix``)."""
+    path = _existing_file(Path(path), expected)
+    with reading_parquet(path, expected, fix):
+        return pl.read_parquet(path, columns=list(columns) if columns is not None else None)
+
+
+def read_parquet_metadata(path: Path, *, expected: str, fix: str = "") -> dict[str, str]:
+    """A parquet file's key-value metadata, failing as :func:`read_parquet` does."""
+    path = _existing_file(Path(path), expected)
+    with reading_parquet(path, expected, fix):
+        return pl.read_parquet_metadata(path)
+
+
+def _existing_file(path: Path, expected: str) -> Path:
+    if not path.is_file():
+        found = "not a file" if path.exists() else "no such file"
+        raise SimscopeError(f"{path}: {found}; expected {expected}")
+    return path
+
+
 def save_array(directory: Path, name: str, array: np.ndarray) -> None:
     """Save a plain (non-object) array as ``<name>.npy``."""
     if array.dtype == object:
@@ -201,7 +423,7 @@ def write_manifest(
     files = {
         p.name: hash_file(p)
         for p in sorted(directory.iterdir())
-        if p.is_file() and p.name != MANIFEST
+        if p.is_file() and p.name not in (MANIFEST, MARK)
     }
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -266,6 +488,35 @@ def read_manifest(
                     "rebuild the index with --rebuild"
                 )
     return manifest
+
+
+CACHED_TABLE: Final = "table.parquet"
+
+
+def read_cached_table(directory: Path, kind: str, params: Mapping[str, Any]) -> Path | None:
+    """The table of a cache entry written by :func:`store_cached_table`, checked like an index
+    (parameters and checksums); None when there is none yet."""
+    directory = Path(directory)
+    if not directory.exists():
+        return None
+    read_manifest(directory, kind, params)
+    return directory / CACHED_TABLE
+
+
+def store_cached_table(
+    directory: Path, kind: str, params: Mapping[str, Any], table: pl.DataFrame | Path
+) -> Path:
+    """Write a cache entry: one parquet table (a frame, or a finished file moved in) and a
+    manifest with ``params`` and its checksum; replaces a damaged or older entry whole."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(directory, overwrite=True) as tmp:
+        if isinstance(table, Path):
+            os.replace(table, tmp / CACHED_TABLE)
+        else:
+            table.write_parquet(tmp / CACHED_TABLE)
+        write_manifest(tmp, kind, params)
+    return directory / CACHED_TABLE
 
 
 def outdated_indexes(root: Path) -> list[Path]:

@@ -31,7 +31,7 @@ from simscope.engine import (
     write_corpus_shards,
 )
 from simscope.engine.base import Summary
-from simscope.engine.shards import plan_units
+from simscope.engine.shards import ShardUnit, plan_units, read_unit
 from simscope.errors import SimscopeError
 from simscope.lexical.index import (
     LexicalConfig,
@@ -228,6 +228,37 @@ def test_shards_out_of_doc_id_order_are_refused(corpus: pl.DataFrame, tmp_path: 
             CorpusShards.from_path(tmp_path), tmp_path / "idx", CFG, LocalEngine(), progress=False
         )
     assert not (tmp_path / "idx").exists() or not list((tmp_path / "idx").iterdir())
+
+
+def test_bad_jsonl_shards_are_located(tmp_path: Path) -> None:
+    row = '{"model": "m", "doc_id": "d1", "text": "%s"}\n'
+    cases = [
+        (
+            (row % "ok").encode() + (row % "a\\udc80").encode(),
+            "{p}:2: field 'text': expected Unicode text, found a lone surrogate '\\udc80' at "
+            "character 1 of 'a\\udc80' (a \\ud800-\\udfff escape must be one half of a high-low "
+            "pair, as in \\ud83d\\ude00); fix the shard",
+        ),
+        (
+            (row % "caf").encode()[:-3] + b'\xe9"}\n',
+            "{p}:1: expected UTF-8 text, found undecodable bytes b'\\xe9\"}}\\n'; convert the "
+            "shard to UTF-8",
+        ),
+    ]
+    for k, (content, message) in enumerate(cases):
+        path = tmp_path / f"part-{k}.jsonl"
+        path.write_bytes(content)
+        with pytest.raises(SimscopeError) as e:
+            list(read_unit(ShardUnit(0, str(path), None, None), 10))
+        assert str(e.value) == message.format(p=path)
+    cut = tmp_path / "part-9.jsonl.gz"
+    cut.write_bytes(gzip.compress((row % "ok").encode() * 200)[:-20])
+    with pytest.raises(SimscopeError) as e:
+        list(read_unit(ShardUnit(0, str(cut), None, None), 10))
+    assert str(e.value) == (
+        f"{cut}: damaged or truncated compressed data (Compressed file ended before the "
+        "end-of-stream marker was reached); expected a complete gzip file; write the shard again"
+    )
 
 
 def test_engine_config_is_checked() -> None:

@@ -14,6 +14,7 @@ import pytest
 from datasketch import LeanMinHash, MinHashLSH
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from simscope.errors import SimscopeError
 from simscope.lexical.index import (
@@ -25,9 +26,16 @@ from simscope.lexical.index import (
     shingle,
 )
 from simscope.lexical.minhash import NearDuplicateFinder, estimate_jaccard, lsh_params, sign
-from simscope.lexical.scorer import containment
+from simscope.lexical.scorer import (
+    HashedFeatures,
+    containment,
+    js_divergence,
+    lexical_estimators,
+)
 from simscope.normalize import TokenBatch, ngram_hashes, tokenize
 from simscope.overlap.profile import ProfileConfig, build_profile
+from simscope.records import PROFILE_SCHEMA
+from simscope.stats import bootstrapped, mean_statistic, scope_rows, topic_scopes
 from simscope.storage import hash_texts, outdated_indexes
 
 CFG = LexicalConfig()
@@ -95,13 +103,56 @@ def test_normalization_folds_case_width_and_whitespace() -> None:
     assert a.tolist() == b.tolist() == c.tolist()
 
 
+# capital/small/final sigma, dotted/dotless i, titlecase, a ligature, NBSP, a combining accent,
+# astral math letters, Kelvin sign, capital sharp s, a combining iota, a line separator
+_TRICKY = (
+    "aZ \n.,'\u03a3\u03c3\u03c2\u0130I\u0131\u01c5\ufb01\u00a0\u0301e"
+    "\U0001d400\U0001d537\u212a\u1e9e\u0345\u2028"
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.text(alphabet=st.one_of(st.sampled_from(_TRICKY), st.characters(codec="utf-8"))),
+        max_size=6,
+    )
+)
+def test_batch_tokenize_equals_normalizing_each_text_alone(texts: list[str]) -> None:
+    # The batch path lowers through a table and skips ASCII texts; the reference normalizes
+    # each text with unicodedata + str.lower and hashes its code points as they are.
+    from simscope.normalize import Normalization, normalize_text
+
+    raw = Normalization(unicode_form="", lowercase=False)
+    batch = tokenize(texts)
+    for i, t in enumerate(texts):
+        alone = tokenize([normalize_text(t)], raw)
+        assert batch.hashes[batch.offsets[i] : batch.offsets[i + 1]].tolist() == (
+            alone.hashes.tolist()
+        ), t
+
+
+def test_tokenize_cuts_a_large_batch_without_changing_it(
+    hh_records: list[dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import simscope.normalize as normalize_module
+
+    texts = [r["chosen"] for r in hh_records[:200]] + ["", "\U0001f44d ok"]
+    whole = tokenize(texts)
+    monkeypatch.setattr(normalize_module, "_CHUNK_CHARS", 3000)  # ~100 chunks
+    cut = tokenize(texts)
+    assert np.array_equal(cut.offsets, whole.offsets)
+    assert np.array_equal(cut.hashes, whole.hashes)
+
+
 def test_golden_word_hashes_and_signature() -> None:
     # Pinned: a change here invalidates every index on disk (bump storage.FORMAT_VERSION).
     assert tokenize(["Hello, World!"]).hashes.tolist() == [
         878596624934215830,
         4992365058970126744,
     ]
-    sig = sign(shingle(["The quick brown fox jumps over the lazy dog."], CFG), num_perm=128, seed=0)
+    fox = shingle(["The quick brown fox jumps over the lazy dog."], CFG)
+    sig = sign(fox, num_perm=128, seed=0, engine="rensa")
     assert sig[0, :8].tolist() == [
         31301813,
         3453399108,
@@ -112,6 +163,24 @@ def test_golden_word_hashes_and_signature() -> None:
         3376234950,
         3362195438,
     ]
+
+
+def test_golden_oph_signature() -> None:
+    # Pinned: a change here must bump minhash.OPH_VERSION (indexes signed before are refused).
+    fox = shingle(["The quick brown fox jumps over the lazy dog."], CFG)
+    sig = sign(fox, num_perm=128, seed=0, engine="oph")
+    # 9 words: 5 shingles fill 5 of the 128 bins, the others copy one of them
+    assert sig[0, :8].tolist() == [
+        498767865,
+        1317122687,
+        3074225738,
+        1317122687,
+        2142095668,
+        2142095668,
+        498767865,
+        1317122687,
+    ]
+    assert np.unique(sig).size == 5
 
 
 def test_ngrams_and_short_texts() -> None:
@@ -131,7 +200,7 @@ def _exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return len(sa & sb) / len(sa | sb)
 
 
-@pytest.mark.parametrize("engine", ["rensa", "datasketch"])
+@pytest.mark.parametrize("engine", ["oph", "rensa", "datasketch"])
 def test_minhash_estimates_exact_jaccard_on_real_pairs(
     hh_records: list[dict[str, str]], engine: str
 ) -> None:
@@ -162,6 +231,40 @@ def test_jaccard_estimate_bounded_symmetric_and_one_on_itself(texts: list[str]) 
             assert 0.0 <= e_ij <= 1.0
             assert e_ij == float(estimate_jaccard(sig[j], sig[i])[0])
         assert float(estimate_jaccard(sig[i], sig[i])[0]) == 1.0
+
+
+def test_oph_signs_each_text_as_if_alone_and_knows_the_extremes(
+    hh_records: list[dict[str, str]],
+) -> None:
+    texts = [r["chosen"] for r in hh_records[:60]] + ["", "one", "two words", "one"]
+    sh = shingle(texts, CFG)
+    batch = sign(sh, num_perm=128, seed=5, engine="oph")
+    for i, t in enumerate(texts):
+        alone = sign(shingle([t], CFG), num_perm=128, seed=5, engine="oph")
+        assert np.array_equal(batch[i], alone[0]), i
+    assert (batch[60] == np.iinfo(np.uint32).max).all()  # empty text: matches nothing
+    assert float(estimate_jaccard(batch[61], batch[63])[0]) == 1.0  # the same one shingle
+    assert float(estimate_jaccard(batch[61], batch[62])[0]) == 0.0  # disjoint
+    other_seed = sign(sh, num_perm=128, seed=6, engine="oph")
+    assert (other_seed[:60] != batch[:60]).mean() > 0.9
+    # any width, not only powers of two, and every bin of a non-empty text is filled
+    odd = sign(sh, num_perm=100, seed=5, engine="oph")
+    assert odd.shape == (64, 100)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 300), st.integers(0, 300), st.integers(0, 300), st.integers(0, 2**32))
+def test_oph_estimate_is_close_to_exact_jaccard(shared: int, only_a: int, only_b: int, seed: int):
+    # Random 64-bit "shingles" with a known Jaccard: the estimate over 256 bins has a standard
+    # deviation of at most 0.5 / sqrt(256) = 0.031 (Shrivastava 2017: densified one-permutation
+    # hashing is within the variance of classic MinHash); 0.2 is over 6 standard deviations.
+    rng = np.random.default_rng(seed)
+    pool = rng.integers(0, 2**63, shared + only_a + only_b, dtype=np.uint64)
+    a, b = pool[: shared + only_a], np.concatenate((pool[:shared], pool[shared + only_a :]))
+    sh = TokenBatch(np.concatenate((a, b)), np.array([0, a.size, a.size + b.size]))
+    sig = sign(sh, num_perm=256, seed=seed, engine="oph")
+    exact = shared / (shared + only_a + only_b)
+    assert abs(float(estimate_jaccard(sig[0], sig[1])[0]) - exact) < 0.2
 
 
 def test_banding_finds_the_same_candidates_as_datasketch(
@@ -239,6 +342,10 @@ def test_index_round_trip_and_refusals(tmp_path: Path, shakespeare_paragraphs: l
     with pytest.raises(SimscopeError) as e:
         build_minhash_index(c, tmp_path, LexicalConfig(engine="datasketch"), 32, progress=False)
     assert "engine: index has 'rensa', requested 'datasketch'" in str(e.value)
+    with pytest.raises(SimscopeError) as e:
+        build_minhash_index(c, tmp_path, LexicalConfig(engine="oph"), 32, progress=False)
+    assert "engine: index has 'rensa', requested 'oph'" in str(e.value)
+    assert "rebuild" in str(e.value)
     changed = corpus("bard", shakespeare_paragraphs[:399])
     with pytest.raises(SimscopeError, match="input_hash: index has"):
         build_minhash_index(changed, tmp_path, CFG, 32, progress=False)
@@ -355,3 +462,127 @@ def test_same_seed_same_profile(tmp_path: Path, prefs: pl.DataFrame) -> None:
     a = build_profile(prefs, corpora, tmp_path / "a", cfg, progress=False).profile
     b = build_profile(prefs, corpora, tmp_path / "b", cfg, progress=False).profile
     assert a.equals(b)
+
+
+# ---- streamed scoring ------------------------------------------------------------------------
+
+
+def _in_memory_estimators(texts: list[str], ngram_index, minhash_for, cfg: LexicalConfig):  # type: ignore[no-untyped-def]
+    """The lexical scorer as it was before it streamed: the whole slice tokenized and
+    signed at once, its hashed features one scipy sparse matrix (float64 counts)."""
+    import scipy.sparse as sp
+
+    from simscope.lexical.index import hashed_features
+
+    batch = tokenize(texts, cfg.normalization)
+    queries = sign(shingle(texts, cfg), num_perm=cfg.num_perm, seed=cfg.seed, engine=cfg.engine)
+    scales = scale_for_lengths(batch.lengths())
+    best = {t: np.zeros(len(texts)) for t in cfg.thresholds}
+    for scale in np.unique(scales).tolist():
+        rows = np.flatnonzero(scales == scale)
+        for t in cfg.thresholds:
+            best[t][rows] = minhash_for(int(scale)).finder.best_matches(queries[rows], t)[0]
+    rows_, buckets = hashed_features(batch, cfg.feature_buckets_log2)
+    transposed = sp.csr_matrix(
+        (np.ones(rows_.size), (rows_, buckets)),
+        shape=(len(texts), 1 << cfg.feature_buckets_log2),
+    ).T.tocsr()
+    stats = {f"lexical.near_dup_rate@{t}": mean_statistic((best[t] >= t) * 1.0) for t in best}
+    for n in cfg.ngram_sizes:
+        frac = containment(batch, n, ngram_index.ngrams[n])
+        stats[f"lexical.containment_{n}gram"] = mean_statistic(frac)
+        share = np.where(np.isnan(frac), np.nan, (frac > cfg.contaminated_fraction) * 1.0)
+        stats[f"lexical.contaminated_share_{n}gram"] = mean_statistic(share)
+    features = ngram_index.features
+    stats["lexical.hashed_ngram_jsd"] = lambda w: js_divergence(transposed @ w, features)
+    return {
+        name: bootstrapped(
+            stat,
+            n_boot=40,
+            seed=3,
+            recenter=name == "lexical.hashed_ngram_jsd",
+            bounds=(0.0, 1.0),
+        )
+        for name, stat in stats.items()
+    }
+
+
+def test_streamed_profile_is_identical_to_the_in_memory_path(
+    tmp_path: Path, prefs: pl.DataFrame, shakespeare_paragraphs: list[str]
+) -> None:
+    chosen = prefs["chosen"].to_list()
+    mixed = corpus("mix", chosen[::2] + shakespeare_paragraphs[:150])
+    # blocks of 7 texts: every block boundary and a last partial block are crossed
+    cfg = LexicalConfig(batch_docs=7)
+    labels = np.arange(prefs.height) % 4 - 1  # three topics and texts in none
+    names = ["t0", "t1", "t2"]
+    streamed = build_profile(
+        prefs,
+        {"mix": mixed},
+        tmp_path,
+        ProfileConfig(n_boot=40, seed=3, lexical=cfg),
+        topics=type("T", (), {"labels": labels, "names": names})(),
+        progress=False,
+    ).profile
+    assert streamed.height > 0
+
+    ngram_index = build_ngram_index(mixed, tmp_path, cfg, progress=False)
+
+    def minhash_for(scale: int):  # type: ignore[no-untyped-def]
+        return build_minhash_index(mixed, tmp_path, cfg, scale, progress=False)
+
+    rows = []
+    for s in ("chosen", "prompt", "rejected"):
+        estimators = _in_memory_estimators(prefs[s].to_list(), ngram_index, minhash_for, cfg)
+        rows += scope_rows("mix", s, estimators, topic_scopes(prefs.height, labels, names))
+    expected = pl.DataFrame(rows, schema=PROFILE_SCHEMA).sort(
+        ["model", "slice", "metric", "topic"], nulls_last=False
+    )
+    assert_frame_equal(streamed, expected, check_exact=True)
+    # the contamination checks found copies, so the comparison covers non-zero values too
+    assert streamed.filter(pl.col("metric") == "lexical.near_dup_rate@0.8")["value"].max() > 0.3
+
+
+def test_hashed_feature_histogram_is_exact_in_any_chunking(
+    hh_records: list[dict[str, str]],
+) -> None:
+    texts = [r["chosen"] for r in hh_records[:120]]
+    w = np.random.default_rng(0).integers(0, 4, len(texts)).astype(np.float64)
+    one = HashedFeatures(16)
+    one.add(tokenize(texts))
+    many = HashedFeatures(16)
+    for lo in range(0, len(texts), 13):
+        many.add(tokenize(texts[lo : lo + 13]))
+    # the histogram by hand: each occurrence of a bucket adds its text's weight
+    from simscope.lexical.index import hashed_features
+
+    rows, buckets = hashed_features(tokenize(texts), 16)
+    expected = np.zeros(1 << 16)
+    np.add.at(expected, buckets, w[rows])
+    assert np.array_equal(one.histogram(w), expected)
+    assert np.array_equal(many.histogram(w), expected)
+    assert one.chunks[0][2].dtype == np.uint16
+    assert int(one.chunks[0][1].sum()) == rows.size
+
+
+def test_lexical_estimators_take_a_polars_column_like_a_list(
+    tmp_path: Path, prefs: pl.DataFrame
+) -> None:
+    c = corpus("self", prefs["chosen"].to_list()[:100])
+    cfg = LexicalConfig(batch_docs=50)
+    ngram_index = build_ngram_index(c, tmp_path, cfg, progress=False)
+
+    def minhash_for(scale: int):  # type: ignore[no-untyped-def]
+        return build_minhash_index(c, tmp_path, cfg, scale, progress=False)
+
+    column = prefs["chosen"]
+    a, scores_a = lexical_estimators(column, ngram_index, minhash_for, cfg, n_boot=20, seed=0)
+    b, scores_b = lexical_estimators(
+        column.to_list(), ngram_index, minhash_for, cfg, n_boot=20, seed=0
+    )
+    mask = np.ones(column.len(), dtype=bool)
+    assert {k: e(mask) for k, e in a.items()} == {k: e(mask) for k, e in b.items()}
+    assert np.array_equal(scores_a.best_doc[0.8], scores_b.best_doc[0.8])
+    # the first 100 texts are the corpus: (nearly) each finds itself, none past them does
+    assert (scores_a.best_doc[0.8][:100] >= 0).sum() >= 95
+    assert (scores_a.best_jaccard[0.8][:100] == 1.0).sum() >= 95

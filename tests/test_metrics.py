@@ -14,7 +14,7 @@ def test_every_metric_is_documented_once() -> None:
     for s in registry():
         assert s.definition and s.reference
         assert s.closer_when in ("higher", "lower")
-        assert s.family in ("closeness", "contamination", "likelihood")
+        assert s.family in ("closeness", "contamination", "likelihood", "transfer")
 
 
 def test_headline_metrics_are_documented_closeness_or_likelihood() -> None:

@@ -87,7 +87,7 @@ def test_run_writes_profile_selection_and_report(workspace: Path) -> None:
         (
             '[lexical]\nengine = "minhash9"\n',
             None,
-            "lexical.engine: expected one of rensa, datasketch, found 'minhash9'",
+            "lexical.engine: expected one of rensa, oph, datasketch, found 'minhash9'",
         ),
         ("", '[[candidates]]\nname = "x"\n', "'x' needs a model to probe or a corpus to import"),
         (
@@ -313,9 +313,52 @@ def test_a_failed_run_leaves_the_previous_run_intact(workspace: Path) -> None:
     (workspace / "notes").mkdir()
     (workspace / "notes" / "mine.txt").write_text("keep")
     (workspace / "notes.toml").write_text(_config().replace('out_dir = "run"', 'out_dir = "notes"'))
-    with pytest.raises(SimscopeError, match="is not a simscope run directory"):
+    with pytest.raises(SimscopeError) as refused:
         run(load_run_config(workspace / "notes.toml"), progress=False)
+    assert str(refused.value) == (
+        f"out_dir: {workspace / 'notes'}: exists and was not written by simscope (no .simscope "
+        "mark), so it is not replaced; choose a new directory, or empty this one"
+    )
     assert (workspace / "notes" / "mine.txt").read_text() == "keep"
+
+
+@pytest.mark.parametrize("out_dir", [".", "..", "idx/.."])
+def test_a_run_never_replaces_the_folder_of_its_own_config(workspace: Path, out_dir: str) -> None:
+    (workspace / "simscope.toml").write_text(
+        _config().replace('out_dir = "run"', f'out_dir = "{out_dir}"')
+    )
+    before = sorted(p.name for p in workspace.iterdir())
+    with pytest.raises(SimscopeError) as refused:
+        run(load_run_config(workspace / "simscope.toml"), progress=False)
+    out = (workspace / out_dir).resolve()
+    assert str(refused.value) == (
+        f"out_dir: {out} holds {workspace / 'prefs.jsonl'}, which the run reads; the run "
+        'directory is replaced as a whole, so it must be a folder of its own (e.g. out_dir = "run")'
+    )
+    assert sorted(p.name for p in workspace.iterdir()) == before
+
+
+def test_a_run_directory_with_a_users_file_in_it_is_not_replaced(workspace: Path) -> None:
+    (workspace / "simscope.toml").write_text(_config())
+    run(load_run_config(workspace / "simscope.toml"), progress=False)
+    (workspace / "run" / "my-notes.md").write_text("keep")
+    with pytest.raises(SimscopeError) as refused:
+        run(load_run_config(workspace / "simscope.toml"), progress=False)
+    assert str(refused.value) == (
+        f"out_dir: {workspace / 'run'}: holds my-notes.md, which simscope did not write, so it "
+        "is not replaced; move them out or choose a new directory"
+    )
+    assert (workspace / "run" / "my-notes.md").read_text() == "keep"
+    # a folder holding a profile.parquet that simscope did not mark is not a run directory
+    other = workspace / "copied"
+    other.mkdir()
+    (other / "profile.parquet").write_bytes((workspace / "run" / "profile.parquet").read_bytes())
+    (other / "prefs-backup.jsonl").write_text("{}")
+    config = _config().replace('out_dir = "run"', 'out_dir = "copied"')
+    (workspace / "copied.toml").write_text(config)
+    with pytest.raises(SimscopeError, match="was not written by simscope"):
+        run(load_run_config(workspace / "copied.toml"), progress=False)
+    assert (other / "prefs-backup.jsonl").is_file()
 
 
 def test_an_unwritable_output_is_one_error_line(workspace: Path) -> None:
@@ -327,3 +370,106 @@ def test_an_unwritable_output_is_one_error_line(workspace: Path) -> None:
         f"Error: {workspace / 'prefs.jsonl'}: is a file; expected a directory here "
         "(an output path under it?)"
     )
+
+
+@pytest.fixture()
+def model_workspace(workspace: Path, hh_records: list[dict[str, str]]) -> Path:
+    """The workspace plus a tiny LM (a few seconds of training) as a candidate to probe."""
+    from simscope.probe.tiny import TinyLMConfig, train_tiny_lm
+
+    texts = [r["chosen"] for r in hh_records[1200:1500]]
+    train_tiny_lm(texts, workspace / "lm", seed=0, config=TinyLMConfig(steps=20))
+    return workspace
+
+
+def _model_config(model: str = "lm") -> str:
+    return (
+        'out_dir = "run"\nindexes_dir = "idx"\nn_boot = 10\n\n[preferences]\npath = "prefs.jsonl"\n'
+        "limit = 12\n\n[stages]\nsemantic = false\ntopics = false\nlikelihood = true\n\n"
+        "[generation]\nn_docs = 4\nmax_new_tokens = 16\n\n"
+        f'[[candidates]]\nname = "org/gen"\nmodel = "{model}"\n'
+    )
+
+
+def test_caches_are_checked_like_indexes_and_rebuilt_by_rebuild(model_workspace: Path) -> None:
+    from simscope.storage import CACHED_TABLE
+
+    config = model_workspace / "simscope.toml"
+    config.write_text(_model_config())
+    first = run(load_run_config(config), progress=False)
+    (likelihood,) = (model_workspace / "idx" / "likelihood").iterdir()
+    (corpus,) = (model_workspace / "idx" / "corpora").iterdir()
+    assert corpus.name.startswith("org~2Fgen-")  # one folder per candidate name
+    # an edited likelihood cache is refused, not reported
+    rows = pl.read_parquet(likelihood / CACHED_TABLE).with_columns(pl.lit(99.0).alias("value"))
+    rows.write_parquet(likelihood / CACHED_TABLE)
+    with pytest.raises(SimscopeError) as refused:
+        run(load_run_config(config), progress=False)
+    assert str(refused.value) == (
+        f"{likelihood / CACHED_TABLE}: checksum differs from the manifest (file damaged or "
+        "truncated); rebuild the index with --rebuild"
+    )
+    # a damaged corpus cache too; --rebuild then rebuilds both
+    (corpus / CACHED_TABLE).write_bytes((corpus / CACHED_TABLE).read_bytes()[:100])
+    rebuilt = run(load_run_config(config), rebuild=True, progress=False)
+    assert_frame_equal(rebuilt.profile, first.profile)
+    again = run(load_run_config(config), progress=False)
+    assert_frame_equal(again.profile, first.profile)
+
+
+def test_a_cached_probe_corpus_does_not_depend_on_how_the_model_path_is_spelled(
+    model_workspace: Path,
+) -> None:
+    config = model_workspace / "simscope.toml"
+    config.write_text(_model_config())
+    run(load_run_config(config), progress=False)
+    entries = sorted((model_workspace / "idx" / "corpora").iterdir())
+    other = model_workspace / "elsewhere"
+    other.mkdir()
+    moved = (
+        _model_config(model="../lm/")
+        .replace('indexes_dir = "idx"', 'indexes_dir = "../idx"')
+        .replace('path = "prefs.jsonl"', 'path = "../prefs.jsonl"')
+    )
+    (other / "simscope.toml").write_text(moved)
+    run(load_run_config(other / "simscope.toml"), progress=False)
+    assert sorted((model_workspace / "idx" / "corpora").iterdir()) == entries
+    assert sorted((model_workspace / "idx" / "likelihood").iterdir()) != []
+
+
+def test_profile_with_a_lone_surrogate_in_the_preferences(workspace: Path) -> None:
+    prefs = workspace / "prefs.jsonl"
+    with open(prefs, "a") as f:  # line 61: "\udc80" is half a UTF-16 pair, no text
+        f.write('{"chosen": "\\n\\nHuman: Hi\\n\\nAssistant: \\udc80", "rejected": "x"}\n')
+    out = workspace / "profile.parquet"
+    args = ["--quiet", "profile", "--prefs", str(prefs), "--no-semantic", "-o", str(out)]
+    args += ["--indexes", str(workspace / "idx"), "--n-boot", "5", "--text-field", "body"]
+    args += ["--corpus", f"bard={workspace / 'bard.jsonl.gz'}"]
+    runner = CliRunner()
+    bad = runner.invoke(cli, args)
+    assert bad.exit_code == 1 and not out.exists()
+    assert bad.output.splitlines() == [
+        f"Error: {prefs}:61: field 'chosen': expected Unicode text, found a lone surrogate "
+        "'\\udc80' at character 24 of '\\n\\nHuman: Hi\\n\\nAssistant: \\udc80' (a \\ud800-\\udfff "
+        "escape must be one half of a high-low pair, as in \\ud83d\\ude00); fix the record, or "
+        "pass --skip-bad to skip bad records"
+    ]
+    ok = runner.invoke(cli, [*args, "--skip-bad"])
+    assert ok.exit_code == 0, ok.output
+    assert pl.read_parquet(out).height > 0
+
+
+def test_a_run_shows_one_progress_line_per_stage_and_no_log_lines(workspace: Path) -> None:
+    (workspace / "simscope.toml").write_text(_config())
+    result = CliRunner().invoke(cli, ["run", str(workspace / "simscope.toml")])
+    assert result.exit_code == 0, result.output
+    # tqdm redraws a line in place with \r: the last state of each line is what stays on screen
+    lines = [line.split("\r")[-1].rstrip() for line in result.stderr.split("\n") if line.strip()]
+    stages = [line.split(":")[0] for line in lines]
+    assert stages == ["probe corpora", "lexical overlap"]
+    assert all("3/3" in line and line.endswith("done") for line in lines), lines
+    assert "INFO" not in result.stderr
+    quiet = CliRunner().invoke(cli, ["--quiet", "run", str(workspace / "simscope.toml")])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    verbose = CliRunner().invoke(cli, ["--verbose", "run", str(workspace / "simscope.toml")])
+    assert "INFO simscope.pipeline: preferences: 60 pairs" in verbose.stderr

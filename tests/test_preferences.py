@@ -26,6 +26,7 @@ from simscope.preferences import (
 )
 from simscope.readers import detect_format, read_records
 from simscope.records import PREFERENCE_SCHEMA
+from simscope.storage import hash_texts
 
 PREFS = Path(__file__).parent / "data" / "prefs"
 BAD = PREFS / "bad"
@@ -149,6 +150,8 @@ def test_real_hh_rlhf_file(hh_path: Path) -> None:
         "2312 pairs, schema hh, 0 bad skipped, 4 with an empty response; mean words: "
         "prompt 86.5, chosen 30.8, rejected 38.9"
     )
+    # every pair exactly as before the TRL rework: ids hash (prompt, chosen, rejected)
+    assert hash_texts(pairs["pair_id"].to_list()) == "3552187da5b53f5c1198313f2b5e145e"
 
     with pytest.raises(SimscopeError) as e:
         load_preferences(hh_path, allow_empty=False)
@@ -456,6 +459,371 @@ def test_cli_load(tmp_path: Path, hh_path: Path) -> None:
         bad = runner.invoke(cli, ["--quiet", *args])
         assert bad.exit_code == 1
         assert len(bad.output.splitlines()) == 1 and bad.output.startswith("Error: ")
+
+
+# ---- TRL conversations: every shape TRL reads, with its exact slices ------------------------
+
+
+def _user(text: Any) -> dict[str, Any]:
+    return {"role": "user", "content": text}
+
+
+def _assistant(text: Any) -> dict[str, Any]:
+    return {"role": "assistant", "content": text}
+
+
+def _system(text: str) -> dict[str, Any]:
+    return {"role": "system", "content": text}
+
+
+Q, QP = "What is 2+2?", "User: What is 2+2?"
+HI = [_user("Hi"), _assistant("Hello.")]
+HI_P = "User: Hi\n\nAssistant: Hello.\n\n"
+
+TRL_SHAPES: list[tuple[str, dict[str, Any], tuple[str, str, str]]] = [
+    (
+        "implicit prompt",
+        {"chosen": [_user(Q), _assistant("4")], "rejected": [_user(Q), _assistant("5")]},
+        (QP, "4", "5"),
+    ),
+    (
+        "explicit prompt list",
+        {"prompt": [_user(Q)], "chosen": [_assistant("4")], "rejected": [_assistant("5")]},
+        (QP, "4", "5"),
+    ),
+    (
+        "explicit prompt string",
+        {"prompt": Q, "chosen": [_assistant("4")], "rejected": [_assistant("5")]},
+        (QP, "4", "5"),
+    ),
+    (
+        "content as text parts",
+        {
+            "chosen": [
+                _user([{"type": "text", "text": "What is "}, {"type": "text", "text": "2+2?"}]),
+                _assistant([{"type": "text", "text": "4"}]),
+            ],
+            "rejected": [_user(Q), _assistant([{"type": "text", "text": "5"}])],
+        },
+        (QP, "4", "5"),
+    ),
+    (
+        "system turn first",
+        {
+            "chosen": [_system("Be brief."), _user(Q), _assistant("4")],
+            "rejected": [_system("Be brief."), _user(Q), _assistant("5")],
+        },
+        (f"System: Be brief.\n\n{QP}", "4", "5"),
+    ),
+    (
+        "system turn first, explicit prompt list",
+        {
+            "prompt": [_system("Be brief."), _user(Q)],
+            "chosen": [_assistant("4")],
+            "rejected": [_assistant("5")],
+        },
+        (f"System: Be brief.\n\n{QP}", "4", "5"),
+    ),
+    (
+        "multi-turn",
+        {
+            "chosen": [*HI, _user(Q), _assistant("4")],
+            "rejected": [*HI, _user(Q), _assistant("5")],
+        },
+        (HI_P + QP, "4", "5"),
+    ),
+    (
+        "multi-turn responses",
+        {
+            "chosen": [_user(Q), _assistant("4"), _user("Sure?"), _assistant("Yes.")],
+            "rejected": [_user(Q), _assistant("5")],
+        },
+        (QP, "4\n\nUser: Sure?\n\nAssistant: Yes.", "5"),
+    ),
+    (
+        "prompt string + conversations (UltraFeedback-binarized)",
+        {
+            "prompt": Q,
+            "chosen": [_user(Q), _assistant("4")],
+            "rejected": [_user(Q), _assistant("5")],
+        },
+        (QP, "4", "5"),
+    ),
+    (
+        "prompt list + conversations that repeat it",
+        {
+            "prompt": [_user(Q)],
+            "chosen": [_user(Q), _assistant("4")],
+            "rejected": [_user(Q), _assistant("5")],
+        },
+        (QP, "4", "5"),
+    ),
+    (
+        "prompt string + conversations with a system turn",
+        {
+            "prompt": f"  {Q}\n",
+            "chosen": [_system("Be brief."), _user(Q), _assistant("4")],
+            "rejected": [_system("Be brief."), _user(Q), _assistant("5")],
+        },
+        (f"System: Be brief.\n\n{QP}", "4", "5"),
+    ),
+    (
+        "prompt string + multi-turn conversations: the first user turn",
+        {
+            "prompt": "Hi",
+            "chosen": [*HI, _user(Q), _assistant("4")],
+            "rejected": [*HI, _user(Q), _assistant("5")],
+        },
+        (HI_P + QP, "4", "5"),
+    ),
+    (
+        "prompt string + multi-turn conversations: the last user turn",
+        {
+            "prompt": Q,
+            "chosen": [*HI, _user(Q), _assistant("4")],
+            "rejected": [*HI, _user(Q), _assistant("5")],
+        },
+        (HI_P + QP, "4", "5"),
+    ),
+    (
+        "blank prompt string: the shared turns",
+        {
+            "prompt": " ",
+            "chosen": [_user(Q), _assistant("4")],
+            "rejected": [_user(Q), _assistant("5")],
+        },
+        (QP, "4", "5"),
+    ),
+]
+
+
+def _one_record(tmp_path: Path, record: dict[str, Any], fmt: str = "jsonl") -> Path:
+    path = tmp_path / f"prefs.{fmt}"
+    if fmt == "jsonl":
+        path.write_text(json.dumps(record) + "\n")
+    elif fmt == "json":
+        path.write_text(json.dumps([record]))
+    else:
+        pl.DataFrame([record]).write_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"), [s[1:] for s in TRL_SHAPES], ids=[s[0] for s in TRL_SHAPES]
+)
+def test_every_trl_shape_gives_the_responses_alone(
+    tmp_path: Path, record: dict[str, Any], expected: tuple[str, str, str]
+) -> None:
+    result = load_preferences(_one_record(tmp_path, record))
+    assert result.schema == "trl" and result.n_bad == 0
+    assert result.pairs.select("prompt", "chosen", "rejected").rows() == [expected]
+    # the prompt is more turns than the one given only where the given is part of them
+    widened = isinstance(record.get("prompt"), str) and len(record["chosen"]) > 2
+    assert result.n_prompt_widened == widened
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "parquet"])
+def test_ultrafeedback_binarized_rows_in_every_format(tmp_path: Path, fmt: str) -> None:
+    # The shape of HuggingFaceH4/ultrafeedback_binarized: a prompt string, and conversations
+    # that repeat the user turn before the assistant's. Before, the prompt leaked into both
+    # responses ("User: What is 2+2?\n\nAssistant: 4").
+    record = {
+        "prompt": Q,
+        "prompt_id": "abc",
+        "chosen": [_user(Q), _assistant("4")],
+        "rejected": [_user(Q), _assistant("22")],
+        "score_chosen": 9.0,
+        "score_rejected": 2.0,
+    }
+    pairs = load_preferences(_one_record(tmp_path, record, fmt)).pairs
+    assert pairs.select("prompt", "chosen", "rejected").rows() == [(QP, "4", "22")]
+
+
+def test_a_prompt_string_renders_like_the_same_prompt_as_a_message(tmp_path: Path) -> None:
+    responses = {"chosen": [_assistant("4")], "rejected": [_assistant("5")]}
+    as_string = load_preferences(_one_record(tmp_path, {"prompt": Q, **responses})).pairs
+    (tmp_path / "b").mkdir()
+    as_message = load_preferences(
+        _one_record(tmp_path / "b", {"prompt": [_user(Q)], **responses})
+    ).pairs
+    assert as_string.equals(as_message)  # pair ids too: they hash the texts
+
+
+def test_a_prompt_the_conversations_do_not_share_is_a_located_bad_record(tmp_path: Path) -> None:
+    path = tmp_path / "prefs.jsonl"
+    records = [
+        {
+            "prompt": Q,
+            "chosen": [_user(Q), _assistant("4")],
+            "rejected": [_user(Q), _assistant("5")],
+        },
+        {
+            "prompt": "What is 3+3?",
+            "chosen": [_user(Q), _assistant("4")],
+            "rejected": [_user(Q), _assistant("5")],
+        },
+        {
+            "prompt": Q,
+            "chosen": [_user(Q), _assistant("4")],
+            "rejected": [_user("What is 3+3?"), _assistant("6")],
+        },
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    first = (
+        f"{path}:2: field 'prompt': expected the turns that 'chosen' and 'rejected' share "
+        "before their responses, or some of them ('User: What is 2+2?'), found 'User: What is "
+        "3+3?' (leave the field out to take the shared turns as the prompt)"
+    )
+    with pytest.raises(SimscopeError) as e:
+        load_preferences(path)
+    assert str(e.value) == f"{first}; fix the record, or pass --skip-bad to skip bad records"
+    result = load_preferences(path, skip_bad=True)
+    assert (result.n_read, result.n_bad, result.pairs.height) == (3, 2, 1)
+    assert result.bad == [
+        first,
+        f"{path}:3: field 'prompt': expected the turns that 'chosen' and 'rejected' share "
+        "before their responses, or some of them (none: they differ from the first message), "
+        "found 'User: What is 2+2?' (leave the field out to take the shared turns as the "
+        "prompt)",
+    ]
+
+
+# ---- lone surrogates: JSON may spell half a UTF-16 pair, which is not text -------------------
+
+SURROGATE_HINT = (
+    "(a \\ud800-\\udfff escape must be one half of a high-low pair, as in \\ud83d\\ude00)"
+)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json"])
+def test_a_lone_surrogate_is_a_located_bad_record(tmp_path: Path, fmt: str) -> None:
+    # Written by hand: json.dumps would escape the backslash. Record 2 holds "\udc80" alone,
+    # record 3 a proper pair (an emoji), records 4-6 lone halves in a message, a role, an id.
+    good = '{"prompt": "p", "chosen": "c", "rejected": "r"}'
+    lines = [
+        good,
+        '{"prompt": "p", "chosen": "a\\udc80b", "rejected": "r"}',
+        '{"prompt": "p", "chosen": "smile \\ud83d\\ude00", "rejected": "r"}',
+        '{"prompt": "\\ud83d", "chosen": "c", "rejected": "r"}',
+        '{"id": "x\\udfff", "prompt": "p", "chosen": "c", "rejected": "r"}',
+        good.replace('"c"', '"c2"'),
+    ]
+    path = tmp_path / f"prefs.{fmt}"
+    path.write_text("\n".join(lines) + "\n" if fmt == "jsonl" else "[" + ",\n".join(lines) + "]")
+    at = (lambda n: f"{path}:{n}") if fmt == "jsonl" else (lambda n: f"{path}:item {n}")
+    bad = [
+        f"{at(2)}: field 'chosen': expected Unicode text, found a lone surrogate '\\udc80' at "
+        f"character 1 of 'a\\udc80b' {SURROGATE_HINT}",
+        f"{at(4)}: field 'prompt': expected Unicode text, found a lone surrogate '\\ud83d' at "
+        f"character 0 of '\\ud83d' {SURROGATE_HINT}",
+        f"{at(5)}: field 'id': expected Unicode text, found a lone surrogate '\\udfff' at "
+        f"character 1 of 'x\\udfff' {SURROGATE_HINT}",
+    ]
+    with pytest.raises(SimscopeError) as e:
+        load_preferences(path)
+    assert str(e.value) == f"{bad[0]}; fix the record, or pass --skip-bad to skip bad records"
+    result = load_preferences(path, skip_bad=True)
+    assert (result.n_read, result.n_bad, result.bad) == (6, 3, bad)
+    # the records after the first lone surrogate are all read, at their own places
+    assert result.pairs.select("chosen", "source").rows() == [
+        ("c", f"prefs.{fmt}:{'1' if fmt == 'jsonl' else 'item 1'}"),
+        ("smile \U0001f600", f"prefs.{fmt}:{'3' if fmt == 'jsonl' else 'item 3'}"),
+        ("c2", f"prefs.{fmt}:{'6' if fmt == 'jsonl' else 'item 6'}"),
+    ]
+
+
+def test_a_lone_surrogate_in_a_trl_message(tmp_path: Path) -> None:
+    path = tmp_path / "prefs.jsonl"
+    path.write_text(
+        '{"chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": '
+        '[{"type": "text", "text": "\\udc80"}]}], "rejected": [{"role": "user", "content": '
+        '"Hi"}, {"role": "assistant", "content": "Go."}]}\n'
+        '{"chosen": [{"role": "us\\ud800er", "content": "Hi"}], "rejected": []}\n'
+        '{"id": {"a": "\\udc80"}, "chosen": [{"role": "assistant", "content": "4"}], '
+        '"rejected": [{"role": "assistant", "content": "5"}]}\n'
+        + json.dumps({"chosen": [_assistant("4")], "rejected": [_assistant("5")]})
+        + "\n"
+    )
+    result = load_preferences(path, skip_bad=True, allow_empty=True)
+    assert result.pairs.select("prompt", "chosen", "rejected").rows() == [("", "4", "5")]
+    assert result.bad == [
+        f"{path}:1: field 'chosen[1].content': expected Unicode text, found a lone surrogate "
+        f"'\\udc80' at character 0 of '\\udc80' {SURROGATE_HINT}",
+        f"{path}:2: field 'chosen[0].role': expected Unicode text, found a lone surrogate "
+        f"'\\ud800' at character 2 of 'us\\ud800er' {SURROGATE_HINT}",
+        # a message shows the value found as text, the half pair escaped
+        f'{path}:3: field \'id\': expected a string or an integer id, found {{"a": "\\udc80"}}',
+    ]
+
+
+def test_a_json_array_read_on_after_a_lone_surrogate_still_reports_bad_json(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "prefs.json"
+    path.write_text(
+        '[{"prompt": "p", "chosen": "\\udc80", "rejected": "r"},\n'
+        '{"prompt": "p", "chosen": "c", "rejected": "r"},\n{"prompt": '
+    )
+    with pytest.raises(SimscopeError) as e:
+        load_preferences(path, skip_bad=True)
+    assert str(e.value) == (
+        f"{path}: invalid JSON after item 2 (Incomplete JSON content); expected a JSON array "
+        "of objects"
+    )
+
+
+def test_cli_load_with_a_lone_surrogate(tmp_path: Path) -> None:
+    from simscope.cli import cli
+
+    path = tmp_path / "prefs.jsonl"
+    path.write_text(
+        '{"prompt": "p", "chosen": "\\udc80", "rejected": "r"}\n'
+        '{"prompt": "p", "chosen": "c", "rejected": "r"}\n'
+    )
+    runner = CliRunner()
+    bad = runner.invoke(cli, ["--quiet", "load", str(path)])
+    assert bad.exit_code == 1 and "Traceback" not in bad.output
+    assert bad.output.splitlines() == [
+        f"Error: {path}:1: field 'chosen': expected Unicode text, found a lone surrogate "
+        f"'\\udc80' at character 0 of '\\udc80' {SURROGATE_HINT}; fix the record, or pass "
+        "--skip-bad to skip bad records"
+    ]
+    skipped = runner.invoke(cli, ["--quiet", "load", str(path), "--skip-bad"])
+    assert skipped.exit_code == 0, skipped.output
+    assert skipped.output.startswith("1 pairs, schema pairs, 1 bad skipped;")
+
+
+def test_cli_refuses_arguments_that_are_not_utf8(tmp_path: Path) -> None:
+    # Python hands argument bytes that are not UTF-8 over as lone surrogates (PEP 383):
+    # "caf\udce9" is what the shell's b"caf\xe9" (Latin-1) becomes.
+    from simscope.cli import cli
+
+    runner = CliRunner()
+    cases = [
+        (
+            ["probe", "generate", "m", "-o", str(tmp_path / "o.parquet"), "--prefix", "caf\udce9"],
+            "Error: --prefix: expected UTF-8 text, found b'caf\\xe9', which is not UTF-8; pass "
+            "it in UTF-8",
+        ),
+        (
+            ["load", "caf\udce9.jsonl"],
+            "Error: PREFS: expected UTF-8 text, found b'caf\\xe9.jsonl', which is not UTF-8; "
+            "use a UTF-8 file name",
+        ),
+        (
+            [
+                *("probe", "import", str(PREFS / "pairs.csv"), "-o", str(tmp_path / "o.parquet")),
+                *("--text-field", "chosen", "--model", "m\udcff"),
+            ],
+            "Error: --model: expected UTF-8 text, found b'm\\xff', which is not UTF-8; pass it "
+            "in UTF-8",
+        ),
+    ]
+    for args, line in cases:
+        result = runner.invoke(cli, ["--quiet", *args])
+        assert result.exit_code == 1, result.output
+        assert result.output.splitlines() == [line]
+    assert not (tmp_path / "o.parquet").exists()
 
 
 # ---- laws ---------------------------------------------------------------------------------

@@ -663,6 +663,89 @@ def test_import_bad_records_are_located(tmp_path: Path) -> None:
     assert result.stats.n_bad == 2 and result.corpus["text"].to_list() == ["ok", "fine"]
 
 
+SURROGATE_HINT = (
+    "(a \\ud800-\\udfff escape must be one half of a high-low pair, as in \\ud83d\\ude00)"
+)
+
+
+def test_import_lone_surrogates_are_bad_records(tmp_path: Path) -> None:
+    # Hand-written JSON: "\udc80" is half a UTF-16 pair, which no text can hold; a pair
+    # ("\ud83d\ude00", an emoji) is fine. CSV and text files spell no escapes: the same six
+    # characters there are text, and the bytes of a surrogate are not UTF-8.
+    lines = ['{"text": "ok"}', '{"text": "a\\udc80b"}', '{"text": "smile \\ud83d\\ude00"}']
+    jsonl, array = tmp_path / "c.jsonl", tmp_path / "c.json"
+    jsonl.write_text("\n".join(lines) + "\n")
+    array.write_text("[" + ", ".join(lines) + "]")
+    for path, where in ((jsonl, f"{jsonl}:2"), (array, f"{array}:item 2")):
+        with pytest.raises(SimscopeError) as e:
+            import_corpus(path, model="m")
+        assert str(e.value) == (
+            f"{where}: field 'text': expected Unicode text, found a lone surrogate '\\udc80' at "
+            f"character 1 of 'a\\udc80b' {SURROGATE_HINT}; fix the record, or skip bad records "
+            "with --skip-bad"
+        )
+        result = import_corpus(path, model="m", skip_bad=True)
+        assert result.stats.n_bad == 1
+        assert result.corpus["text"].to_list() == ["ok", "smile \U0001f600"]
+    csv = tmp_path / "c.csv"
+    csv.write_text('text\n"a\\udc80b"\n')
+    assert import_corpus(csv, model="m").corpus["text"].to_list() == ["a\\udc80b"]
+    txt = tmp_path / "c.txt"
+    txt.write_bytes(b"ok\n\na\xed\xb2\x80b\n")
+    with pytest.raises(SimscopeError) as e:
+        import_corpus(txt, model="m")
+    assert str(e.value) == (
+        f"{txt}: byte 5: expected UTF-8 text, found undecodable bytes b'\\xed\\xb2\\x80b'; "
+        "convert the file to UTF-8"
+    )
+
+
+def test_import_parquet_with_strings_that_are_not_utf8(tmp_path: Path) -> None:
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    offsets = pa.py_buffer(b"\x00\x00\x00\x00\x02\x00\x00\x00\x05\x00\x00\x00")
+    text = pa.Array.from_buffers(pa.string(), 2, [None, offsets, pa.py_buffer(b"ok\xed\xb2\x80")])
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"text": text}), path)
+    with pytest.raises(SimscopeError) as e:
+        import_corpus(path, model="m", skip_bad=True)
+    assert str(e.value) == (
+        f"{path}:row 2: column 'text': expected UTF-8 text, found undecodable bytes "
+        "b'\\xed\\xb2\\x80'; rewrite the column as UTF-8 (parquet strings must be UTF-8)"
+    )
+
+
+def test_import_a_file_name_that_is_not_utf8(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    # Linux file names are bytes; Python hands this one over as "caf\udce9.txt"
+    (docs / os.fsdecode(b"caf\xe9.txt")).write_text("bee")
+    df = import_corpus(docs, model="m").corpus
+    assert df.select("doc_id", "text").rows() == [("caf\\xe9.txt", "bee")]
+    one = import_corpus(docs / os.fsdecode(b"caf\xe9.txt"), model="m").corpus
+    assert one["doc_id"].to_list() == ["caf\\xe9.txt:1"]
+
+
+def test_cli_import_with_a_lone_surrogate(tmp_path: Path) -> None:
+    src = tmp_path / "c.jsonl"
+    src.write_text('{"text": "\\ud800"}\n{"text": "fine"}\n')
+    out = tmp_path / "c.parquet"
+    runner = CliRunner()
+    args = ["--quiet", "probe", "import", str(src), "-o", str(out), "--model", "m"]
+    bad = runner.invoke(cli, args)
+    assert bad.exit_code == 1 and not out.exists()
+    assert bad.output.splitlines() == [
+        f"Error: {src}:1: field 'text': expected Unicode text, found a lone surrogate "
+        f"'\\ud800' at character 0 of '\\ud800' {SURROGATE_HINT}; fix the record, or skip bad "
+        "records with --skip-bad"
+    ]
+    ok = runner.invoke(cli, [*args, "--skip-bad"])
+    assert ok.exit_code == 0, ok.output
+    assert "wrote 1 documents" in ok.output and "bad 1" in ok.output
+    assert read_probe_corpus(out)["text"].to_list() == ["fine"]
+
+
 def test_cli_import_and_bad_import_file(tmp_path: Path) -> None:
     src = tmp_path / "a.txt"
     src.write_text("one\n\ntwo\n\none\n")
@@ -786,3 +869,67 @@ def test_likelihood_rows_through_the_overlap_stage(
     rows = result.profile.filter(pl.col("metric").str.starts_with("likelihood."))
     direct = score_preferences(shakespeare_lm, prefs, n_boot=20, progress=False).profile
     assert rows.sort("slice", "metric").equals(direct.sort("slice", "metric"))
+
+
+def test_generate_refuses_more_new_tokens_than_the_context_holds(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "c.parquet"
+    model = str(tiny_models["shakespeare"])
+    # the default 256 on a 128-position model used to end in an IndexError deep in generate
+    result = CliRunner().invoke(cli, ["--quiet", "probe", "generate", model, "-o", str(out)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: generation.max_new_tokens (--max-new-tokens): {model} has 128 positions and its "
+        "longest prompt takes 1, so at most 127 new tokens fit; found 256"
+    ]
+    assert not out.exists()
+    ok = CliRunner().invoke(
+        cli,
+        [
+            "--quiet",
+            "probe",
+            "generate",
+            model,
+            "-o",
+            str(out),
+            "--n-docs",
+            "2",
+            "--max-new-tokens",
+            "127",
+        ],
+    )
+    assert ok.exit_code == 0, ok.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--n-boot", "-1"], "Invalid value for '--n-boot': -1 is not in the range x>=0."),
+        (["--seed", "-1"], "Invalid value for '--seed': -1 is not in the range 0<=x<=4294967295."),
+        (
+            ["--seed", str(2**64)],
+            f"Invalid value for '--seed': {2**64} is not in the range 0<=x<=4294967295.",
+        ),
+        (["--batch-size", "0"], "Invalid value for '--batch-size': 0 is not in the range x>=1."),
+    ],
+)
+def test_cli_score_option_ranges_are_one_error_line_exit_1(
+    tmp_path: Path, hh_path: Path, args: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--quiet",
+            "probe",
+            "score",
+            str(hh_path),
+            "--model",
+            "m",
+            *args,
+            "-o",
+            str(tmp_path / "s.parquet"),
+        ],
+    )
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == f"Error: {message}"

@@ -672,6 +672,33 @@ def test_cli_report_command(tmp_path: Path) -> None:
     )
 
 
+def test_cli_report_names_a_damaged_run_file(tmp_path: Path) -> None:
+    from simscope.cli import cli
+
+    inputs = make_inputs(with_map=False)
+    inputs.profile.write_parquet(tmp_path / "profile.parquet")
+    selection = tmp_path / "selection.parquet"
+    selection.write_text("model,predicted\n")  # a CSV saved under the parquet's name
+    result = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"Error: {selection}: not a readable parquet file (parquet: File out of specification: "
+        "The file must end with PAR1 or PARE); expected the selection table of a run; rerun "
+        "the stage that writes it"
+    ]
+    selection.unlink()
+    # "\udc80" is half a UTF-16 pair: json.loads keeps it, no HTML file can hold it
+    examples = tmp_path / "examples.json"
+    examples.write_text('[{"preference_text": "x", "probe_text": "a\\udc80"}]')
+    result = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"Error: {examples}: field '[0].probe_text': expected Unicode text, found a lone "
+        "surrogate '\\udc80' at character 1 of 'a\\udc80' (a \\ud800-\\udfff escape must be "
+        "one half of a high-low pair, as in \\ud83d\\ude00); rewrite the file or rerun the stage"
+    ]
+
+
 _CLICK_SCRIPT = """<script>
 (function () {
   var table = document.querySelector("#decision table.sortable");

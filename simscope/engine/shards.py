@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +29,14 @@ import polars as pl
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from simscope.errors import SimscopeError
+from simscope.readers import surrogate_error
 from simscope.records import PROBE_SCHEMA, check_frame
-from simscope.storage import RowHash
+from simscope.storage import RowHash, reading_parquet
 
 SHARD_SUFFIXES: Final = (".parquet", ".jsonl", ".jsonl.gz")
 _COLUMNS: Final = ("model", "doc_id", "text")
+_SHARD: Final = "a ProbeCorpus shard (columns model, doc_id, text)"
+_REWRITE: Final = "write the shard again"
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,8 @@ def plan_units(shards: CorpusShards, unit_docs: int) -> list[ShardUnit]:
     units: list[ShardUnit] = []
     for path in shards.paths:
         if path.name.endswith(".parquet"):
-            meta = pq.ParquetFile(path).metadata
+            with reading_parquet(path, _SHARD, _REWRITE):
+                meta = pq.ParquetFile(path).metadata
             group: list[int] = []
             rows = 0
             for g in range(meta.num_row_groups):
@@ -117,6 +122,11 @@ def read_unit(unit: ShardUnit, batch_docs: int) -> Iterator[UnitBatch]:
 
 
 def _read_parquet(unit: ShardUnit, batch_docs: int) -> Iterator[UnitBatch]:
+    with reading_parquet(Path(unit.path), _SHARD, _REWRITE):
+        yield from _read_parquet_batches(unit, batch_docs)
+
+
+def _read_parquet_batches(unit: ShardUnit, batch_docs: int) -> Iterator[UnitBatch]:
     file = pq.ParquetFile(unit.path)
     missing = [c for c in _COLUMNS if c not in file.schema_arrow.names]
     if missing:
@@ -127,7 +137,14 @@ def _read_parquet(unit: ShardUnit, batch_docs: int) -> Iterator[UnitBatch]:
     for rb in file.iter_batches(
         batch_size=batch_docs, row_groups=list(unit.row_groups or ()), columns=list(_COLUMNS)
     ):
-        cols = {name: rb.column(name).to_pylist() for name in _COLUMNS}
+        try:
+            cols = {name: rb.column(name).to_pylist() for name in _COLUMNS}
+        except UnicodeDecodeError as e:
+            raise SimscopeError(
+                f"{unit.path}: ProbeCorpus shard: expected UTF-8 strings, found undecodable "
+                f"bytes {e.object[e.start : e.start + 4]!r}; {_REWRITE} (parquet strings must be "
+                "UTF-8)"
+            ) from None
         for name in _COLUMNS:
             if any(not isinstance(v, str) for v in cols[name]):
                 bad = next(v for v in cols[name] if not isinstance(v, str))
@@ -141,28 +158,50 @@ def _read_parquet(unit: ShardUnit, batch_docs: int) -> Iterator[UnitBatch]:
 def _read_jsonl(path: Path, batch_docs: int) -> Iterator[UnitBatch]:
     opener: Any = gzip.open if path.name.endswith(".gz") else open
     batch = UnitBatch([], [], [])
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SimscopeError(f"{path}:{lineno}: invalid JSON ({e})") from None
-            for name in _COLUMNS:
-                value = row.get(name) if isinstance(row, dict) else None
-                if not isinstance(value, str):
+    try:
+        with opener(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
                     raise SimscopeError(
-                        f"{path}:{lineno}: field {name!r}: expected a string, found {value!r}"
-                    )
-            batch.models.append(row["model"])
-            batch.doc_ids.append(row["doc_id"])
-            batch.texts.append(row["text"])
-            if len(batch.texts) >= batch_docs:
-                yield batch
-                batch = UnitBatch([], [], [])
+                        f"{path}:{lineno}: expected UTF-8 text, found undecodable bytes "
+                        f"{raw[e.start : e.start + 4]!r}; convert the shard to UTF-8"
+                    ) from None
+                if not line.strip():
+                    continue
+                row = _jsonl_row(path, lineno, line)
+                batch.models.append(row["model"])
+                batch.doc_ids.append(row["doc_id"])
+                batch.texts.append(row["text"])
+                if len(batch.texts) >= batch_docs:
+                    yield batch
+                    batch = UnitBatch([], [], [])
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise SimscopeError(
+            f"{path}: damaged or truncated compressed data ({e}); expected a complete gzip "
+            f"file; {_REWRITE}"
+        ) from None
     if batch.texts:
         yield batch
+
+
+def _jsonl_row(path: Path, lineno: int, line: str) -> dict[str, str]:
+    """One checked row of a JSONL shard: ``model``, ``doc_id`` and ``text`` strings."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise SimscopeError(f"{path}:{lineno}: invalid JSON ({e})") from None
+    for name in _COLUMNS:
+        value = row.get(name) if isinstance(row, dict) else None
+        if not isinstance(value, str):
+            raise SimscopeError(
+                f"{path}:{lineno}: field {name!r}: expected a string, found {value!r}"
+            )
+        problem = surrogate_error(f"{path}:{lineno}", name, value)
+        if problem:
+            raise SimscopeError(f"{problem}; fix the shard")
+    return row
 
 
 def first_model(shards: CorpusShards) -> str:
@@ -170,7 +209,8 @@ def first_model(shards: CorpusShards) -> str:
     for path in shards.paths:
         groups = None
         if path.name.endswith(".parquet"):
-            groups = tuple(range(pq.ParquetFile(path).metadata.num_row_groups))
+            with reading_parquet(path, _SHARD, _REWRITE):
+                groups = tuple(range(pq.ParquetFile(path).metadata.num_row_groups))
         for batch in read_unit(ShardUnit(0, str(path), groups, None), 1):
             return batch.models[0]
     raise SimscopeError(f"ProbeCorpus is empty ({len(shards.paths)} shard(s)); nothing to index")

@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
+from simscope.config import check_seed
 from simscope.errors import SimscopeError
 from simscope.lexical.minhash import ENGINES, NearDuplicateFinder, engine_version, sign
 from simscope.normalize import Normalization, TokenBatch, ngram_hashes, tokenize
@@ -71,6 +72,7 @@ class LexicalConfig:
             raise SimscopeError("lexical: shingle_words and ngram_sizes must be >= 1")
         if self.num_perm < 8:
             raise SimscopeError(f"lexical.num_perm: expected >= 8, found {self.num_perm}")
+        check_seed(self.seed, "lexical.seed")
 
 
 def _batches(texts: list[str], size: int, desc: str, progress: bool) -> Iterator[list[str]]:

@@ -4,15 +4,20 @@ Per-text values (containment, near-duplicate indicators) are bootstrapped as mea
 hashed n-gram divergence is a set-level statistic of the same bootstrap weights (the slice's
 histogram is the weighted sum of its texts' feature counts). Metric names and meanings are in
 ``simscope.metrics``.
+
+The slice's texts are scored in blocks of ``LexicalConfig.batch_docs`` (a list or a polars
+column, read block by block), so memory grows only by what the bootstrap keeps per text:
+a few numbers per metric, and each text's hashed-feature bucket ids (:class:`HashedFeatures`,
+2 bytes per word and per bigram). Every value is the same as scoring the slice in one block.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
+import polars as pl
 
 from simscope.lexical.index import (
     LexicalConfig,
@@ -20,12 +25,14 @@ from simscope.lexical.index import (
     NgramIndex,
     hashed_features,
     scale_for_lengths,
-    shingle,
 )
 from simscope.lexical.minhash import sign
 from simscope.metrics import spec
 from simscope.normalize import TokenBatch, ngram_hashes, tokenize
 from simscope.stats import ScopeEstimator, Statistic, bootstrapped, mean_statistic
+
+Texts = Sequence[str] | pl.Series
+"""A slice's texts: a list, or a polars string column (read a block at a time)."""
 
 JSD_SMOOTHING = 1e-6
 
@@ -55,12 +62,74 @@ def js_divergence(p: np.ndarray, q: np.ndarray, smoothing: float = JSD_SMOOTHING
     return float(0.5 * np.sum(p * np.log2(p / m)) + 0.5 * np.sum(q * np.log2(q / m)))
 
 
-def jsd_statistic(text_features: sp.csr_matrix, corpus_counts: np.ndarray) -> Statistic:
+def text_blocks(texts: Texts, size: int) -> Iterator[tuple[int, list[str]]]:
+    """``(first row, texts)`` of consecutive blocks of at most ``size`` texts."""
+    for lo in range(0, len(texts), size):
+        if isinstance(texts, pl.Series):
+            yield lo, texts.slice(lo, size).to_list()
+        else:
+            yield lo, list(texts[lo : lo + size])
+
+
+_CHUNK_VALUES = 1 << 20
+"""Bucket ids per stored chunk of :class:`HashedFeatures` (blocks are merged up to this)."""
+
+
+@dataclass
+class HashedFeatures:
+    """Each text's hashed unigram and bigram buckets (one entry per occurrence), stored
+    compactly (uint16 ids for up to 2^16 buckets) in chunks of consecutive texts.
+
+    :meth:`histogram` is the weighted sum of the texts' feature counts. With integer weights
+    (the bootstrap's draw counts, or a 0/1 scope) every sum is an exact integer in float64,
+    so the histogram is the same whatever the chunking or summation order.
+    """
+
+    buckets_log2: int
+    n_texts: int = 0
+    chunks: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
+    """``(first text, occurrences per text, bucket ids)`` per chunk."""
+    _pending: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    _pending_first: int = 0
+    _pending_values: int = 0
+
+    def add(self, batch: TokenBatch) -> None:
+        """Append the features of ``batch``'s texts (the next texts in order)."""
+        rows, buckets = hashed_features(batch, self.buckets_log2)
+        # hashed_features lists every unigram, then every bigram; group them by text.
+        order = np.argsort(rows, kind="stable")
+        dtype = np.uint16 if self.buckets_log2 <= 16 else np.uint32
+        counts = np.bincount(rows, minlength=batch.n_texts).astype(np.int64)
+        self._pending.append((counts, buckets[order].astype(dtype)))
+        self._pending_values += int(rows.size)
+        self.n_texts += batch.n_texts
+        if self._pending_values >= _CHUNK_VALUES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        counts = np.concatenate([c for c, _ in self._pending])
+        buckets = np.concatenate([b for _, b in self._pending])
+        self.chunks.append((self._pending_first, counts, buckets))
+        self._pending_first += counts.size
+        self._pending, self._pending_values = [], 0
+
+    def histogram(self, w: np.ndarray) -> np.ndarray:
+        """Per bucket, the sum over texts of ``w[text]`` times the text's count in it."""
+        self._flush()
+        hist = np.zeros(1 << self.buckets_log2)
+        for first, counts, buckets in self.chunks:
+            weights = np.repeat(w[first : first + counts.size], counts)
+            hist += np.bincount(buckets, weights=weights, minlength=hist.size)
+        return hist
+
+
+def jsd_statistic(text_features: HashedFeatures, corpus_counts: np.ndarray) -> Statistic:
     """JS divergence between the weighted slice histogram and the corpus histogram."""
-    transposed = text_features.T.tocsr()
 
     def stat(w: np.ndarray) -> float:
-        return js_divergence(transposed @ w, corpus_counts)
+        return js_divergence(text_features.histogram(w), corpus_counts)
 
     return stat
 
@@ -83,40 +152,47 @@ MinHashSource = Callable[[int], MinHashIndex]
 """Returns the corpus's MinHash index at a window scale (words), building it if needed."""
 
 
-def minhash_scales(texts: list[str], cfg: LexicalConfig) -> list[int]:
+def minhash_scales(texts: Texts, cfg: LexicalConfig) -> list[int]:
     """The window scales of the MinHash indexes that :func:`score_texts` asks ``minhash_for``
     for when scoring ``texts`` (to build them ahead, e.g. on another engine)."""
-    lengths = tokenize(texts, cfg.normalization).lengths()
-    return [int(s) for s in np.unique(scale_for_lengths(lengths))]
+    scales: set[int] = set()
+    for _, block in text_blocks(texts, cfg.batch_docs):
+        lengths = tokenize(block, cfg.normalization).lengths()
+        scales.update(int(s) for s in np.unique(scale_for_lengths(lengths)))
+    return sorted(scales)
 
 
 def score_texts(
-    texts: list[str], ngram_index: NgramIndex, minhash_for: MinHashSource, cfg: LexicalConfig
-) -> tuple[LexicalTextScores, sp.csr_matrix]:
-    """Per-text containment and near-duplicate matches, and the texts' hashed features."""
-    batch = tokenize(texts, cfg.normalization)
-    contained = {n: containment(batch, n, ngram_index.ngrams[n]) for n in cfg.ngram_sizes}
-    queries = sign(shingle(texts, cfg), num_perm=cfg.num_perm, seed=cfg.seed, engine=cfg.engine)
-    scales = scale_for_lengths(batch.lengths())
-    best = {t: np.zeros(len(texts)) for t in cfg.thresholds}
-    where = {t: np.full(len(texts), -1, dtype=np.int64) for t in cfg.thresholds}
-    for scale in np.unique(scales).tolist():
-        rows = np.flatnonzero(scales == scale)
-        index = minhash_for(int(scale))
-        for t in cfg.thresholds:
-            b, w = index.finder.best_matches(queries[rows], t)
-            best[t][rows] = b
-            where[t][rows] = np.where(w >= 0, index.chunk_doc[np.maximum(w, 0)], -1)
-    rows_, buckets = hashed_features(batch, cfg.feature_buckets_log2)
-    features = sp.csr_matrix(
-        (np.ones(rows_.size), (rows_, buckets)),
-        shape=(len(texts), 1 << cfg.feature_buckets_log2),
-    )
+    texts: Texts, ngram_index: NgramIndex, minhash_for: MinHashSource, cfg: LexicalConfig
+) -> tuple[LexicalTextScores, HashedFeatures]:
+    """Per-text containment and near-duplicate matches, and the texts' hashed features,
+    scored ``cfg.batch_docs`` texts at a time."""
+    n_texts = len(texts)
+    contained = {n: np.empty(n_texts) for n in cfg.ngram_sizes}
+    best = {t: np.zeros(n_texts) for t in cfg.thresholds}
+    where = {t: np.full(n_texts, -1, dtype=np.int64) for t in cfg.thresholds}
+    features = HashedFeatures(cfg.feature_buckets_log2)
+    for lo, block in text_blocks(texts, cfg.batch_docs):
+        batch = tokenize(block, cfg.normalization)
+        hi = lo + batch.n_texts
+        for n in cfg.ngram_sizes:
+            contained[n][lo:hi] = containment(batch, n, ngram_index.ngrams[n])
+        shingles = ngram_hashes(batch, cfg.shingle_words, short="whole")
+        queries = sign(shingles, num_perm=cfg.num_perm, seed=cfg.seed, engine=cfg.engine)
+        scales = scale_for_lengths(batch.lengths())
+        for scale in np.unique(scales).tolist():
+            rows = np.flatnonzero(scales == scale)
+            index = minhash_for(int(scale))
+            for t in cfg.thresholds:
+                b, w = index.finder.best_matches(queries[rows], t)
+                best[t][lo + rows] = b
+                where[t][lo + rows] = np.where(w >= 0, index.chunk_doc[np.maximum(w, 0)], -1)
+        features.add(batch)
     return LexicalTextScores(contained, best, where), features
 
 
 def lexical_estimators(
-    texts: list[str],
+    texts: Texts,
     ngram_index: NgramIndex,
     minhash_for: MinHashSource,
     cfg: LexicalConfig,

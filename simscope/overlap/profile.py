@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
+from simscope.config import check_seed
 from simscope.errors import SimscopeError
 from simscope.lexical.index import (
     LexicalConfig,
@@ -49,6 +50,7 @@ class ProfileConfig:
             raise SimscopeError(f"profile.slices: expected a subset of {list(SLICES)}, found {bad}")
         if self.n_boot < 0:
             raise SimscopeError(f"profile.n_boot: expected >= 0, found {self.n_boot}")
+        check_seed(self.seed, "profile.seed")
 
 
 class Topics(Protocol):
@@ -89,7 +91,10 @@ def build_profile(
         raise SimscopeError("PreferenceSet is empty; nothing to profile")
     if not corpora:
         raise SimscopeError("no probe corpora given; name at least one candidate model")
-    slice_texts = {s: prefs.get_column(s).to_list() for s in cfg.slices}
+    # The lexical scorer reads each slice's column a block at a time; only scorers of later
+    # stages get the texts as lists (made once, and only when there are such scorers).
+    columns = {s: prefs.get_column(s) for s in cfg.slices}
+    slice_texts = {s: columns[s].to_list() for s in cfg.slices} if extra_scorers else {}
     scopes = topic_scopes(
         prefs.height, topics.labels if topics else None, topics.names if topics else None
     )
@@ -120,7 +125,7 @@ def build_profile(
 
         for s in cfg.slices:
             estimators, scores = lexical_estimators(
-                slice_texts[s],
+                columns[s],
                 ngram_index,
                 minhash_for,
                 cfg.lexical,
@@ -132,6 +137,7 @@ def build_profile(
             for scorer in (extra_scorers or {}).values():
                 all_estimators.update(scorer(model, corpus, s, slice_texts[s]))
             rows += scope_rows(model, s, all_estimators, scopes)
+            del estimators, all_estimators  # free this slice's features before the next
         for index in sorted(minhash_indexes.values(), key=lambda i: i.chunk_words):
             index_paths[model].append(index.path)
             manifests[model].append(index.manifest)

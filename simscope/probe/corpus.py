@@ -18,10 +18,18 @@ import polars as pl
 from simscope import __version__
 from simscope.errors import SimscopeError
 from simscope.records import PROBE_ORIGINS, PROBE_SCHEMA, check_frame
-from simscope.storage import write_parquet
+from simscope.storage import (
+    parquet_read_error,
+    read_parquet,
+    read_parquet_metadata,
+    write_parquet,
+)
 
 KIND_KEY = "simscope.kind"
 KIND = "ProbeCorpus"
+
+_EXPECTED = "a ProbeCorpus parquet (columns model, doc_id, text, origin)"
+_FIX = "generate or import the corpus again"
 
 
 def write_probe_corpus(
@@ -40,13 +48,7 @@ def read_probe_corpus(path: Path) -> pl.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise SimscopeError(f"{path}: no such file; expected a ProbeCorpus parquet file")
-    try:
-        df = pl.read_parquet(path)
-    except (pl.exceptions.ComputeError, OSError) as e:
-        raise SimscopeError(
-            f"{path}: not a readable parquet file ({str(e).splitlines()[0]}); expected a "
-            "ProbeCorpus parquet (columns model, doc_id, text, origin)"
-        ) from None
+    df = read_parquet(path, expected=_EXPECTED, fix=_FIX)
     df = check_frame(df, PROBE_SCHEMA, "ProbeCorpus", str(path))
     bad = df.filter(~pl.col("origin").is_in(list(PROBE_ORIGINS)) | pl.col("text").is_null())
     if bad.height:
@@ -61,7 +63,7 @@ def read_probe_corpus(path: Path) -> pl.DataFrame:
 
 def read_probe_metadata(path: Path) -> dict[str, Any]:
     """The settings stored with a ProbeCorpus file (JSON values decoded)."""
-    raw = pl.read_parquet_metadata(Path(path))
+    raw = read_parquet_metadata(Path(path), expected=_EXPECTED, fix=_FIX)
     out: dict[str, Any] = {}
     for key, value in raw.items():
         if key == KIND_KEY or key.startswith("ARROW:"):
@@ -77,5 +79,7 @@ def is_probe_corpus(path: Path) -> bool:
     """Whether ``path`` is a parquet file written as a ProbeCorpus (by its metadata)."""
     try:
         return pl.read_parquet_metadata(Path(path)).get(KIND_KEY) == KIND
-    except (pl.exceptions.ComputeError, OSError):
-        return False
+    except Exception as e:
+        if parquet_read_error(e):
+            return False  # damaged or not parquet: reading it as records says so, with the path
+        raise

@@ -28,11 +28,12 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
+from simscope.config import check_seed
 from simscope.errors import SimscopeError
 from simscope.probe.corpus import read_probe_corpus, write_probe_corpus
 from simscope.probe.model import LoadedModel, load_model
 from simscope.records import PROBE_SCHEMA
-from simscope.storage import atomic_file, write_parquet
+from simscope.storage import atomic_file, read_parquet, write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -58,14 +59,15 @@ class GenerationConfig:
     def __post_init__(self) -> None:
         for key in ("n_docs", "batch_size", "max_new_tokens", "chunk_docs"):
             if getattr(self, key) < 1:
-                raise SimscopeError(f"probe.{key}: expected >= 1, found {getattr(self, key)}")
+                raise SimscopeError(f"generation.{key}: expected >= 1, found {getattr(self, key)}")
+        check_seed(self.seed, "generation.seed")
         if self.temperature < 0:
-            raise SimscopeError(f"probe.temperature: expected >= 0, found {self.temperature}")
+            raise SimscopeError(f"generation.temperature: expected >= 0, found {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise SimscopeError(f"probe.top_p: expected in (0, 1], found {self.top_p}")
+            raise SimscopeError(f"generation.top_p: expected in (0, 1], found {self.top_p}")
         if not self.prefixes:
             raise SimscopeError(
-                'probe.prefixes: expected at least one prefix ("" = unconditional), found none'
+                'generation.prefixes: expected at least one prefix ("" = unconditional), found none'
             )
 
     @property
@@ -113,6 +115,7 @@ def generate_corpus(
             name=name,
         )
     )
+    _check_context(lm, config)
     model_name = name or lm.name
     settings = {
         "model": model_name,
@@ -152,7 +155,7 @@ def generate_corpus(
     corpus = _assemble(work, model_name, config)
     n_empty = config.n_docs - corpus.height
     if n_empty:
-        logger.warning("%d of %d samples were empty and are left out", n_empty, config.n_docs)
+        logger.info("%d of %d samples were empty and are left out", n_empty, config.n_docs)
     write_probe_corpus(corpus, out_path, {**settings, "n_empty_dropped": n_empty})
     shutil.rmtree(work, ignore_errors=True)
     return read_probe_corpus(out_path)
@@ -191,6 +194,27 @@ def _resume_state(work: Path, settings: dict[str, Any], config: GenerationConfig
     return done
 
 
+def _prompt_ids(lm: LoadedModel, prefix: str) -> list[int]:
+    """The start token, then the prefix's tokens: what each document is sampled from."""
+    if not prefix:
+        return [lm.start_token_id]
+    return [lm.start_token_id, *lm.tokenizer(prefix, add_special_tokens=False)["input_ids"]]
+
+
+def _check_context(lm: LoadedModel, config: GenerationConfig) -> None:
+    """Refuse a prompt plus ``max_new_tokens`` longer than the model's positions."""
+    context = lm.context
+    if context is None:
+        return  # the model does not say: transformers decides
+    prompt = max(len(_prompt_ids(lm, p)) for p in config.prefixes)
+    if prompt + config.max_new_tokens > context:
+        raise SimscopeError(
+            f"generation.max_new_tokens (--max-new-tokens): {lm.name} has {context} positions and "
+            f"its longest prompt takes {prompt}, so at most {context - prompt} new tokens fit; "
+            f"found {config.max_new_tokens}"
+        )
+
+
 def sample_batch(lm: LoadedModel, config: GenerationConfig, batch: int) -> tuple[list[str], int]:
     """Sample the documents of batch ``batch``: their texts and the new tokens generated."""
     import torch
@@ -203,9 +227,7 @@ def sample_batch(lm: LoadedModel, config: GenerationConfig, batch: int) -> tuple
     start = lm.start_token_id
     eos = tok.eos_token_id if tok.eos_token_id is not None else start
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-    prompts = [
-        [start, *tok(p, add_special_tokens=False)["input_ids"]] if p else [start] for p in prefixes
-    ]
+    prompts = [_prompt_ids(lm, p) for p in prefixes]
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -253,7 +275,16 @@ def sample_batch(lm: LoadedModel, config: GenerationConfig, batch: int) -> tuple
 
 def _assemble(work: Path, model_name: str, config: GenerationConfig) -> pl.DataFrame:
     chunks = sorted(work.glob("chunk-*.parquet"))
-    frame = pl.concat([pl.read_parquet(p) for p in chunks]).sort("index")
+    frame = pl.concat(
+        [
+            read_parquet(
+                p,
+                expected="a chunk of generated documents written by an earlier run",
+                fix=f"delete {work} and generate again",
+            )
+            for p in chunks
+        ]
+    ).sort("index")
     if frame.height != config.n_docs or frame.get_column("index").to_list() != list(
         range(config.n_docs)
     ):

@@ -34,7 +34,7 @@ import xxhash
 
 from simscope.errors import SimscopeError
 from simscope.probe.corpus import is_probe_corpus, read_probe_corpus, read_probe_metadata
-from simscope.readers import SUFFIXES, read_records, show_value
+from simscope.readers import SUFFIXES, printable, read_records, show_value, surrogate_error
 from simscope.records import PROBE_SCHEMA
 
 logger = logging.getLogger(__name__)
@@ -92,8 +92,8 @@ def import_corpus(
     with the counts and the metadata to store with it.
 
     ``model`` names the corpus's model; it may be left out for a ProbeCorpus parquet (its
-    own ``model`` column is kept). ``skip_bad`` skips records without a string text (counted
-    and logged) instead of raising.
+    own ``model`` column is kept). ``skip_bad`` skips records without a string text, or with
+    one holding a lone surrogate (counted and logged), instead of raising.
     """
     path = Path(path)
     if not path.exists():
@@ -211,12 +211,13 @@ def _documents(
                 "text file"
             )
         for file in files:
-            rel = file.relative_to(path).as_posix()
+            rel = printable(file.relative_to(path).as_posix())
             yield from _txt_documents(file, rel, "file" if txt_unit == "auto" else txt_unit)
         return
     name = path.name.removesuffix(".gz")
     if format == "txt" or (format is None and name.endswith(".txt")):
-        yield from _txt_documents(path, path.name, "paragraph" if txt_unit == "auto" else txt_unit)
+        unit = "paragraph" if txt_unit == "auto" else txt_unit
+        yield from _txt_documents(path, printable(path.name), unit)
         return
     if format is None and Path(name.lower()).suffix not in SUFFIXES:
         raise SimscopeError(
@@ -225,21 +226,25 @@ def _documents(
             "files; name the format with --format"
         )
     for record in read_records(path, format=format):
-        loc = record.location.replace(str(path), path.name, 1)
+        loc = printable(path.name) + record.location.removeprefix(str(path))
+        text = record.data.get(text_field)
+        hint = "choose the text field with --text-field, or skip bad records with --skip-bad"
         if text_field not in record.data:
-            problem = f"found no such field (fields: {sorted(record.data)[:10]})"
-        elif not isinstance(record.data[text_field], str):
-            problem = f"found {show_value(record.data[text_field])}"
+            found = f"found no such field (fields: {sorted(record.data)[:10]})"
+            problem = f"{record.location}: field {text_field!r}: expected a string, {found}; {hint}"
+        elif not isinstance(text, str):
+            found = f"found {show_value(text)}"
+            problem = f"{record.location}: field {text_field!r}: expected a string, {found}; {hint}"
         else:
-            yield _Doc(loc, record.data[text_field], "imported")
-            continue
+            surrogate = surrogate_error(record.location, text_field, text)
+            if surrogate is None:
+                yield _Doc(loc, text, "imported")
+                continue
+            problem = f"{surrogate}; fix the record, or skip bad records with --skip-bad"
         if skip_bad:
             counts["n_bad"] += 1
             continue
-        raise SimscopeError(
-            f"{record.location}: field {text_field!r}: expected a string, {problem}; choose the "
-            "text field with --text-field, or skip bad records with --skip-bad"
-        )
+        raise SimscopeError(problem)
 
 
 def _txt_documents(file: Path, doc_name: str, unit: str) -> Iterator[_Doc]:

@@ -52,14 +52,19 @@ class LoadedModel:
         )
 
     @property
-    def max_tokens(self) -> int:
-        """The model's context length (positions), or 2048 when the config does not say."""
+    def context(self) -> int | None:
+        """The model's context length in positions, when its config says."""
         cfg = self.model.config
         for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
             value = getattr(cfg, key, None)
             if isinstance(value, int) and value > 0:
                 return value
-        return 2048
+        return None
+
+    @property
+    def max_tokens(self) -> int:
+        """The model's context length (positions), or 2048 when the config does not say."""
+        return self.context or 2048
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -149,7 +154,8 @@ def load_model(
     except ValueError as e:
         raise SimscopeError(
             f"model {ref!r}: not loadable as a causal LM ({_first_line(e)}); custom code needs "
-            "--trust-remote-code, and weights must be safetensors"
+            "--trust-remote-code (in a run config: trust_remote_code = true in the candidate's "
+            "table), and weights must be safetensors"
         ) from None
     except SafetensorError as e:
         raise SimscopeError(
@@ -169,6 +175,13 @@ def load_model(
     return LoadedModel(
         name=name or ref, model=lm, tokenizer=tokenizer, device=dev, dtype=dt, revision=rev
     )
+
+
+def model_fingerprint(model: str | Path) -> str:
+    """What identifies a model's weights: a checksum of a local directory's weights and
+    configs (however its path is spelled), or the model id itself."""
+    path = Path(model).expanduser()
+    return _dir_checksum(path.resolve()) if path.is_dir() else str(model)
 
 
 def _dir_checksum(path: Path) -> str:

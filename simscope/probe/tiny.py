@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from simscope.errors import SimscopeError
+from simscope.logs import quiet_transformers
 from simscope.storage import atomic_dir
 
 logger = logging.getLogger(__name__)
@@ -115,12 +116,13 @@ def train_tiny_lm(
         # synchronisation, and on a busy machine they make each step ~20x slower.
         torch.set_num_threads(config.num_threads)
     try:
-        loss_value = _train(model, stream, config, seed, progress)
+        with quiet_transformers():  # its notices about config defaults say nothing here
+            loss_value = _train(model, stream, config, seed, progress)
     finally:
         torch.set_num_threads(threads_before)
     logger.info("tiny LM: final training loss %.3f", loss_value)
     model.eval()
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp, quiet_transformers():
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "simscope_tiny.json").write_text(

@@ -55,13 +55,17 @@ SECTIONS: Final = (
 )
 """(section id, heading) in page order; the ids are stable anchors."""
 
-FAMILY_ORDER: Final = ("closeness", "likelihood", "contamination", "undocumented")
+FAMILY_ORDER: Final = ("closeness", "likelihood", "transfer", "contamination", "undocumented")
 FAMILY_NOTES: Final = {
     "closeness": (
         "How close the candidate's probe corpus lies to the preference data as a distribution. "
         "These are the numbers the selection uses to compare candidates."
     ),
     "likelihood": "How likely the candidate model finds the preference texts.",
+    "transfer": (
+        "How well a reward head on the frozen candidate separates chosen from rejected "
+        "responses: a cheap forecast of fine-tuning, measured on the team's own pairs."
+    ),
     "contamination": (
         "Copies, not closeness: exact n-gram containment and near-duplicates (↑ = higher means "
         "more copied text). A corpus that is close to the preference data but holds no copies "

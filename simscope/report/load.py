@@ -9,8 +9,10 @@ from typing import Any, Final
 import polars as pl
 
 from simscope.errors import SimscopeError
+from simscope.readers import find_surrogate, surrogate_error
 from simscope.report.html import ReportInputs
 from simscope.select.command import read_summary
+from simscope.storage import read_parquet
 
 REPORT_FILES: Final = {
     "profile": "profile.parquet",
@@ -37,20 +39,18 @@ def load_report_inputs(run_dir: Path) -> ReportInputs:
         path = run_dir / REPORT_FILES[field]
         if not path.is_file():
             return None
-        try:
-            return pl.read_parquet(path)
-        except pl.exceptions.PolarsError as e:
-            raise SimscopeError(
-                f"{path}: not a readable parquet table ({str(e).splitlines()[0]}); "
-                "rerun the stage that writes it"
-            ) from None
+        return read_parquet(
+            path,
+            expected=f"the {field} table of a run",
+            fix="rerun the stage that writes it",
+        )
 
     def read_json(field: str, default: Any) -> Any:
         path = run_dir / REPORT_FILES[field]
         if not path.is_file():
             return default
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise SimscopeError(
                 f"{path}:{e.lineno}: invalid JSON ({e.msg}); rewrite the file or rerun the stage"
@@ -59,6 +59,11 @@ def load_report_inputs(run_dir: Path) -> ReportInputs:
             raise SimscopeError(
                 f"{path}: not UTF-8 text (byte {e.start}); rewrite the file or rerun the stage"
             ) from None
+        found = find_surrogate(data)
+        if found:  # no HTML file can hold it
+            problem = surrogate_error(str(path), found[0] or "(top level)", found[1])
+            raise SimscopeError(f"{problem}; rewrite the file or rerun the stage")
+        return data
 
     examples = read_json("examples", [])
     if not isinstance(examples, list):

@@ -44,15 +44,15 @@ class CostConfig:
         for name in ("train_tokens", "gpu_flops", "gpu_hour_usd"):
             if not getattr(self, name) > 0:
                 raise SimscopeError(
-                    f"select.cost.{name}: expected a number > 0, found {getattr(self, name)}"
+                    f"cost.{name}: expected a number > 0, found {getattr(self, name)}"
                 )
         if not self.serve_tokens >= 0:
             raise SimscopeError(
-                f"select.cost.serve_tokens: expected a number >= 0, found {self.serve_tokens}"
+                f"cost.serve_tokens: expected a number >= 0, found {self.serve_tokens}"
             )
         if not 0 < self.gpu_utilization <= 1:
             raise SimscopeError(
-                f"select.cost.gpu_utilization: expected in (0, 1], found {self.gpu_utilization}"
+                f"cost.gpu_utilization: expected in (0, 1], found {self.gpu_utilization}"
             )
 
     def cost_usd(self, params_b: float) -> float:
