@@ -516,9 +516,7 @@ def select(
         cost = CostConfig(train_tokens, serve_tokens, gpu_flops, gpu_utilization, gpu_hour_usd)
     except SimscopeError as e:  # name the option, not the TOML key
         key = str(e).split(":", 1)[0].rsplit(".", 1)[-1]
-        raise SimscopeError(
-            str(e).replace(f"cost.{key}", "--" + key.replace("_", "-"))
-        ) from None
+        raise SimscopeError(str(e).replace(f"cost.{key}", "--" + key.replace("_", "-"))) from None
     request = SelectRequest(benchmark_columns=columns, cost=cost, **opts)
     click.echo(run_select(request).text)
 
