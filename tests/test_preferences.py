@@ -790,7 +790,7 @@ def test_cli_load_with_a_lone_surrogate(tmp_path: Path) -> None:
     ]
     skipped = runner.invoke(cli, ["--quiet", "load", str(path), "--skip-bad"])
     assert skipped.exit_code == 0, skipped.output
-    assert skipped.output.startswith("1 pairs, schema pairs, 1 bad skipped;")
+    assert skipped.stdout.startswith("1 pairs, schema pairs, 1 bad skipped;")
 
 
 def test_cli_refuses_arguments_that_are_not_utf8(tmp_path: Path) -> None:
