@@ -39,6 +39,7 @@ from simscope.examples.zoo import (
     PROFILE_RECORDS,
     RM_TEST_RECORDS,
     RM_TRAIN_RECORDS,
+    SWAPS,
     ZooModel,
     measure_reward_models,
     swap_pairs,
@@ -51,7 +52,7 @@ from simscope.pipeline import load_run_config, run
 from simscope.probe.likelihood import LikelihoodConfig, score_texts
 from simscope.probe.model import load_model
 
-N_TRAIN, N_TEST = 150, 1000
+N_TRAIN, N_TEST = 300, 1000
 SLICE = "chosen"
 CLOSENESS = (
     "lexical.hashed_ngram_jsd",
@@ -197,8 +198,9 @@ def main() -> None:
     y = np.array([rms[n].accuracy for n in names])
     half = np.array([(rms[n].ci_high - rms[n].ci_low) / 2 for n in names])
 
-    print(f"zoo: {len(models)} models; task: chosen = real HH reply, rejected = 2 neighbouring")
-    print(f"words swapped; RM = full fine-tune on {N_TRAIN} pairs, accuracy on {len(test)} pairs")
+    print(f"zoo: {len(models)} models; task: chosen = real HH reply, rejected = {SWAPS} pairs of")
+    print(f"neighbouring words swapped; RM = full fine-tune on {N_TRAIN} pairs, accuracy on")
+    print(f"{len(test)} pairs")
     print(
         f"{'model':18} {'params':>8} {'RM acc':>7} {'95% CI':>15} {'frozen probe':>13} "
         f"{'gen bpb':>8} {'bpb chosen':>10} {'nn cos':>7}"
