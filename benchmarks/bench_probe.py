@@ -8,11 +8,12 @@
    ``model(...).logits``, ``log_softmax`` over the batch, ``gather``), the same loop over
    length-sorted batches (``plain sorted``: what length bucketing alone gives), and one
    forward pass per text with ``labels=`` (``plain per-text loss``). Timed in one process,
-   the repeats interleaved across paths; then each path runs once more in a fresh
-   subprocess, so that its peak RSS is its own: ``loaded`` is the RSS after loading the model
-   and scoring one text (weights paged in, the runtime's buffers allocated), ``working`` the
-   peak minus that (what scoring the texts adds), ``working / weights`` that over the bytes
-   of the weights (<= 1 means peak RSS <= loaded runtime + 2x the weights). Quality: max
+   wall and CPU seconds, the repeats interleaved across paths; then each path runs once more
+   in a fresh subprocess, so that its peak RSS (VmHWM) is its own: ``loaded`` is the RSS
+   after loading the model and scoring one text (weights paged in, the runtime's buffers
+   allocated), ``working`` the peak minus that (what scoring the texts adds), ``working /
+   weights`` that over the bytes of the weights (<= 1 means peak RSS <= loaded runtime + 2x
+   the weights). Quality: max
    |bits per byte - plain batched's| over the texts.
 2. generation: ``simscope.probe.generate.sample_batch`` (what ``generate_corpus`` runs per
    batch: left padding, ancestral sampling at temperature 1, ``--max-new-tokens`` new tokens,
@@ -41,7 +42,6 @@ import json
 import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -85,6 +85,16 @@ def rss_now() -> int:
         return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError):
         return 0
+
+
+def rss_peak() -> int:
+    """This process's peak RSS in bytes: VmHWM, the high-water mark of its own memory map.
+    (``ru_maxrss`` would not do: Linux carries it over from the parent through fork and exec,
+    so a worker started by a big parent reports the parent's peak.)"""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def hh_texts(n: int) -> list[str]:
@@ -190,7 +200,7 @@ def worker(args: argparse.Namespace) -> None:
     fn(texts[:1])  # weights paged in, the runtime's buffers allocated
     base = rss_now()
     fn(texts)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = rss_peak()
     n_params = sum(p.numel() for p in lm.model.parameters())
     info = {
         "peak_rss": peak,
@@ -217,6 +227,7 @@ def peak_rss(args: argparse.Namespace, model: str, path: str, batch: int) -> dic
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Wall seconds of one call and its result."""
     import torch
 
     start = time.perf_counter()
@@ -224,6 +235,13 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter() - start, result
+
+
+def cpu_timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """Wall and CPU seconds (this process, all threads) of one call, and its result."""
+    cpu = time.process_time()
+    wall, result = timed(fn)
+    return wall, time.process_time() - cpu, result
 
 
 def generation_rows(args: argparse.Namespace, lm: Any) -> list[str]:
@@ -293,13 +311,15 @@ def main() -> None:
         paths = scoring_paths(args, lm, texts)
         # Repeats interleaved across paths: a change in the machine's load hits all alike.
         times: dict[tuple[str, int], list[float]] = {key: [] for key in paths}
+        cpu_times: dict[tuple[str, int], list[float]] = {key: [] for key in paths}
         results: dict[tuple[str, int], np.ndarray] = {}
         for fn in paths.values():
             fn(texts[:4])  # warm-up
         for _ in range(args.repeats):
             for key, fn in paths.items():
-                secs, results[key] = timed(lambda fn=fn: fn(texts))
+                secs, cpu, results[key] = cpu_timed(lambda fn=fn: fn(texts))
                 times[key].append(secs)
+                cpu_times[key].append(cpu)
         memory = {key: peak_rss(args, model, *key) for key in paths}
         gen = generation_rows(args, lm) if args.batch_sizes else []
         limit = min(args.max_tokens, lm.max_tokens)
@@ -311,20 +331,24 @@ def main() -> None:
     print(f"scoring {len(texts)} HH transcripts, <= {limit} tokens each, {n_tok} tokens in all")
     print()
     print(
-        "| path | batch | median s | tokens/s | vs plain batched | peak RSS MiB | "
+        "| path | batch | median s | tokens/s | vs plain batched | CPU s | CPU vs plain | "
+        "peak RSS MiB | "
         "loaded MiB | working MiB | working / weights | max abs dbpb |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     plain_key = ("plain batched", args.plain_batch)
     plain_secs = statistics.median(times[plain_key])
+    plain_cpu = statistics.median(cpu_times[plain_key])
     for key in sorted(paths, key=lambda k: (PATHS.index(k[0]), k[1])):
         secs = statistics.median(times[key])
+        cpu = statistics.median(cpu_times[key])
         m = memory[key]
         grown = m["peak_rss"] - m["base_rss"]
         err = float(np.nanmax(np.abs(results[key] - results[plain_key])))
         print(
             f"| {key[0]} | {key[1]} | {secs:.2f} | {n_tok / secs:,.0f} | "
-            f"{plain_secs / secs:.2f}x | {m['peak_rss'] / 2**20:,.0f} | "
+            f"{plain_secs / secs:.2f}x | {cpu:.2f} | {plain_cpu / cpu:.2f}x | "
+            f"{m['peak_rss'] / 2**20:,.0f} | "
             f"{m['base_rss'] / 2**20:,.0f} | {grown / 2**20:,.0f} | "
             f"{grown / m['weights']:.2f} | {err:.1e} |"
         )

@@ -17,6 +17,17 @@ Across named reference corpora each model gets a *presence distribution*, a soft
 corpora of ``-bits_per_byte / presence_temperature_bpb``: where the model is relatively most
 at home, whatever its overall strength (a constant shift of all its bits per byte cancels).
 Models are compared by the Jensen-Shannon distance between their presence distributions.
+
+How it is computed (the numbers do not depend on it beyond float rounding, ~1e-6 relative):
+texts are scored in length buckets (sorted longest first, at most ``batch_size`` texts and
+``MAX_BATCH_TOKENS`` padded positions per forward pass, results put back in input order); the
+model's backbone runs without a KV cache, and its output layer is applied only to the
+positions whose next token is scored, ``HEAD_CHUNK_FLOATS // vocabulary`` positions at a time,
+each chunk reduced at once to the target's logit minus the logsumexp, in float32. So no
+batch x length x vocabulary tensor is ever held, and context tokens (a preference pair's
+prompt) cost no output layer. A model whose logits are not its head over its backbone (one
+that scales or caps them after the head) is found by a one-off comparison on a short input
+and scored through its own forward pass instead. The same code runs on CUDA.
 """
 
 from __future__ import annotations
