@@ -23,7 +23,8 @@
 
 The CPU (model name, the SIMD flags that matter, torch's capability) and simscope's dtype
 decision (a timed float32 vs bfloat16 product) are printed first. Without ``--model`` a tiny
-GPT-2 (0.7M parameters) is trained on the bundled Shakespeare for ``--train-steps`` steps;
+GPT-2 (0.2M parameters, 512 positions) is trained on the bundled Shakespeare for
+``--train-steps`` steps;
 with ``--model PATH`` (a model directory, a cached hub id or a ``.gguf`` file, de-quantised
 once into ``--gguf-cache``) the same script measures a real model, on a GPU when there is
 one (``--device auto``).
