@@ -35,12 +35,18 @@ from simscope.lexical.index import LexicalConfig
 from simscope.lexical.scorer import minhash_scales
 from simscope.overlap.profile import ProfileConfig, build_profile
 from simscope.preferences import load_preferences
-from simscope.probe.corpus import read_probe_corpus
-from simscope.probe.generate import GenerationConfig, generate_corpus
+from simscope.probe.cached import (
+    CandidateModel,
+    ProbeCache,
+    TopicLabels,
+    cached_corpus,
+    cached_likelihood,
+    cached_transfer,
+)
+from simscope.probe.generate import GenerationConfig
 from simscope.probe.importer import import_corpus
-from simscope.probe.likelihood import LikelihoodConfig, score_preferences
-from simscope.probe.model import load_model, model_fingerprint
-from simscope.probe.transfer import TransferConfig, score_transfer
+from simscope.probe.likelihood import LikelihoodConfig
+from simscope.probe.transfer import TransferConfig
 from simscope.progress import stage
 from simscope.records import PROFILE_SCHEMA, SLICES, split_probe_corpus
 from simscope.report import ReportInputs, write_report
@@ -69,10 +75,7 @@ from simscope.storage import (
     hash_corpus_texts,
     hash_file,
     hash_texts,
-    read_cached_table,
-    read_parquet,
     slug,
-    store_cached_table,
     write_parquet,
 )
 
@@ -321,12 +324,6 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
         loaded.n_bad,
     )
     clock = _Clock()
-    by_name = {c.name: c for c in cfg.candidates}
-    corpora = {
-        name: _probe_corpus(by_name[name], cfg, rebuild, False)
-        for name in stage(by_name, "probe corpora", unit="candidates", enabled=progress)
-    }
-    clock.lap("probe corpora")
     topics = None
     if cfg.stages.topics:
         for _ in stage(["prompts"], "topics", unit="step", enabled=progress):
@@ -338,6 +335,13 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
                 progress=False,
             )
         clock.lap("topics")
+    cache = ProbeCache(Path(cfg.indexes_dir), seed=cfg.seed, n_boot=cfg.n_boot, rebuild=rebuild)
+    corpora: dict[str, pl.DataFrame] = {}
+    profiles: list[pl.DataFrame] = []
+    for c in stage(cfg.candidates, "probe", unit="candidates", enabled=progress, name_of=_name):
+        corpora[c.name], rows = _probe_candidate(c, prefs, topics, cfg, cache)
+        profiles += rows
+    clock.lap("probe: corpora, likelihood, transfer")
     if cfg.execution is not None:
         _build_indexes_on_engine(cfg, cfg.execution, prefs, corpora, rebuild, progress)
         clock.lap(f"indexes on the {cfg.execution.kind} engine")
@@ -357,7 +361,7 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
         slices=cfg.slices,
         lexical=replace(cfg.lexical, seed=cfg.seed),
     )
-    profiles, manifests = [], {}
+    manifests: dict[str, list[dict[str, Any]]] = {}
     overlap = "lexical + semantic overlap" if cfg.stages.semantic else "lexical overlap"
     for name in stage(sorted(corpora), overlap, unit="corpora", enabled=progress):
         result = build_profile(
@@ -375,133 +379,12 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
     clock.lap("lexical and semantic profile")
     if topics is not None and cfg.stages.semantic:
         profiles.append(_topic_mass_rows(semantic, topics))
-    probed = [c for c in cfg.candidates if c.model is not None]
-    if cfg.stages.likelihood and probed:
-        for c in stage(probed, "likelihood", unit="models", enabled=progress, name_of=_name):
-            assert c.model is not None
-            profiles.append(_likelihood_rows(c, c.model, prefs, topics, cfg, rebuild, False))
-        clock.lap("likelihood")
-    if cfg.stages.transfer and probed:
-        for c in stage(probed, "transfer probe", unit="models", enabled=progress, name_of=_name):
-            assert c.model is not None
-            profiles.append(_transfer_rows(c, c.model, prefs, topics, cfg, rebuild, False))
-        clock.lap("transfer probe")
     profile = pl.concat(profiles).sort(["model", "slice", "metric", "topic"], nulls_last=False)
     return _Profiled(prefs, loaded.schema, loaded.n_bad, corpora, profile, manifests, semantic)
 
 
 def _name(c: CandidateSection) -> str:
     return c.name
-
-
-def _likelihood_rows(
-    c: CandidateSection,
-    model: str,
-    prefs: pl.DataFrame,
-    topics: Topics | None,
-    cfg: RunConfig,
-    rebuild: bool,
-    progress: bool,
-) -> pl.DataFrame:
-    """One model's likelihood Profile rows, cached under ``indexes/likelihood/`` by every
-    input that changes them (weights, texts, topics, settings, seed), checked on load."""
-    params = {
-        "candidate": c.name,
-        "model": model_fingerprint(model),
-        "texts": hash_texts([t for s in cfg.slices for t in prefs.get_column(s).to_list()]),
-        "prompts": hash_texts(prefs.get_column("prompt").to_list()),
-        "likelihood": dataclasses.asdict(cfg.likelihood),
-        "slices": list(cfg.slices),
-        "n_boot": cfg.n_boot,
-        "seed": cfg.seed,
-        "topics": None
-        if topics is None
-        else hash_texts([*topics.names, topics.labels.tobytes().hex()]),
-    }
-    entry = _cache_entry(cfg, "likelihood", c.name, params)
-    cached = None if rebuild else _cached_rows(entry, LIKELIHOOD_KIND, params)
-    if cached is not None:
-        logger.info("likelihood for %s: reusing %s", c.name, entry)
-        return cached
-    lm = load_model(model, name=c.name, trust_remote_code=c.trust_remote_code)
-    rows = score_preferences(
-        lm,
-        prefs,
-        cfg.likelihood,
-        slices=cfg.slices,
-        topic_labels=topics.labels if topics else None,
-        topic_names=topics.names if topics else None,
-        n_boot=cfg.n_boot,
-        seed=cfg.seed,
-        progress=progress,
-    ).profile
-    store_cached_table(entry, LIKELIHOOD_KIND, params, rows)
-    return rows
-
-
-def _transfer_rows(
-    c: CandidateSection,
-    model: str,
-    prefs: pl.DataFrame,
-    topics: Topics | None,
-    cfg: RunConfig,
-    rebuild: bool,
-    progress: bool,
-) -> pl.DataFrame:
-    """One model's transfer-probe Profile rows, cached under ``indexes/transfer/`` like the
-    likelihood rows."""
-    params = {
-        "candidate": c.name,
-        "model": model_fingerprint(model),
-        "pairs": hash_texts(
-            [t for s in ("prompt", "chosen", "rejected") for t in prefs.get_column(s).to_list()]
-        ),
-        "transfer": dataclasses.asdict(cfg.transfer),
-        "n_boot": cfg.n_boot,
-        "seed": cfg.seed,
-        "topics": None
-        if topics is None
-        else hash_texts([*topics.names, topics.labels.tobytes().hex()]),
-    }
-    entry = _cache_entry(cfg, "transfer", c.name, params)
-    cached = None if rebuild else _cached_rows(entry, TRANSFER_KIND, params)
-    if cached is not None:
-        logger.info("transfer probe for %s: reusing %s", c.name, entry)
-        return cached
-    lm = load_model(model, name=c.name, trust_remote_code=c.trust_remote_code)
-    rows = score_transfer(
-        lm,
-        prefs,
-        cfg.transfer,
-        topic_labels=topics.labels if topics else None,
-        topic_names=topics.names if topics else None,
-        n_boot=cfg.n_boot,
-        seed=cfg.seed,
-        progress=progress,
-    ).profile
-    store_cached_table(entry, TRANSFER_KIND, params, rows)
-    return rows
-
-
-TRANSFER_KIND: Final = "transfer-rows"
-LIKELIHOOD_KIND: Final = "likelihood-rows"
-CORPUS_KIND: Final = "generated-corpus"
-
-
-def _cached_rows(entry: Path, kind: str, params: Mapping[str, Any]) -> pl.DataFrame | None:
-    """The Profile rows of a cache entry, checked (None when there is none yet)."""
-    path = read_cached_table(entry, kind, params)
-    if path is None:
-        return None
-    return read_parquet(
-        path, expected="a cache entry written by simscope", fix="rebuild with --rebuild"
-    )
-
-
-def _cache_entry(cfg: RunConfig, folder: str, name: str, params: Mapping[str, Any]) -> Path:
-    """``indexes/<folder>/<candidate>-<key of params>/``: one cache entry per content."""
-    key = hash_texts([json.dumps(params, sort_keys=True, default=str)])[:24]
-    return Path(cfg.indexes_dir) / folder / f"{slug(name)}-{key}"
 
 
 def profile_only(
@@ -643,40 +526,39 @@ def _read_select_inputs(
 # ---- probe corpora ----------------------------------------------------------------------------
 
 
-def _probe_corpus(
-    c: CandidateSection, cfg: RunConfig, rebuild: bool, progress: bool
-) -> pl.DataFrame:
+def _probe_candidate(
+    c: CandidateSection,
+    prefs: pl.DataFrame,
+    topics: Topics | None,
+    cfg: RunConfig,
+    cache: ProbeCache,
+) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    """One candidate's probe corpus (imported, or sampled from its model) and its model's
+    likelihood and transfer rows; the model is loaded only for what is not cached."""
+    corpus = None
     if c.corpus is not None:
-        return import_corpus(
+        corpus = import_corpus(
             c.corpus, model=c.name, text_field=c.text_field, n_docs=c.n_docs, seed=cfg.seed
         ).corpus
-    assert c.model is not None
-    n_docs = c.n_docs if c.n_docs is not None else cfg.generation.n_docs
-    gen = replace(cfg.generation, seed=cfg.seed, n_docs=n_docs)
-    # A generated corpus is cached under indexes/ by everything that decides its content.
-    params = {
-        "candidate": c.name,
-        "model": model_fingerprint(c.model),
-        "generation": dataclasses.asdict(gen),
-    }
-    entry = _cache_entry(cfg, "corpora", c.name, params)
-    cached = None if rebuild else read_cached_table(entry, CORPUS_KIND, params)
-    if cached is not None:
-        logger.info("probe corpus for %s: reusing %s", c.name, entry)
-        return read_probe_corpus(cached)
-    # Sampled beside the entry (an interrupted run resumes there), then moved in.
-    staging = entry.with_name(f"{entry.name}.parquet")
-    staging.parent.mkdir(parents=True, exist_ok=True)
-    generate_corpus(
-        c.model,
-        staging,
-        gen,
-        name=c.name,
-        trust_remote_code=c.trust_remote_code,
-        overwrite=True,
-        progress=progress,
-    )
-    return read_probe_corpus(store_cached_table(entry, CORPUS_KIND, params, staging))
+    if c.model is None:
+        assert corpus is not None  # checked in CandidateSection
+        return corpus, []
+    model = CandidateModel(c.name, c.model, cache, trust_remote_code=c.trust_remote_code)
+    try:
+        if corpus is None:
+            n_docs = c.n_docs if c.n_docs is not None else cfg.generation.n_docs
+            corpus = cached_corpus(model, replace(cfg.generation, n_docs=n_docs))
+        labels = TopicLabels(topics.labels, topics.names) if topics is not None else None
+        rows = []
+        if cfg.stages.likelihood:
+            rows.append(
+                cached_likelihood(model, prefs, cfg.likelihood, slices=cfg.slices, topics=labels)
+            )
+        if cfg.stages.transfer:
+            rows.append(cached_transfer(model, prefs, cfg.transfer, topics=labels))
+    finally:
+        model.release()
+    return corpus, rows
 
 
 # ---- indexes on an engine ---------------------------------------------------------------------

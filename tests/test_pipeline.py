@@ -466,7 +466,7 @@ def test_a_run_shows_one_progress_line_per_stage_and_no_log_lines(workspace: Pat
     # tqdm redraws a line in place with \r: the last state of each line is what stays on screen
     lines = [line.split("\r")[-1].rstrip() for line in result.stderr.split("\n") if line.strip()]
     stages = [line.split(":")[0] for line in lines]
-    assert stages == ["probe corpora", "lexical overlap"]
+    assert stages == ["probe", "lexical overlap"]
     assert all("3/3" in line and line.endswith("done") for line in lines), lines
     assert "INFO" not in result.stderr
     quiet = CliRunner().invoke(cli, ["--quiet", "run", str(workspace / "simscope.toml")])
