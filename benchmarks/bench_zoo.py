@@ -35,6 +35,7 @@ import polars as pl
 from scipy.stats import spearmanr
 from sklearn.linear_model import RidgeCV
 
+from simscope.config import load_run_config
 from simscope.examples.zoo import (
     PROFILE_RECORDS,
     RM_TEST_RECORDS,
@@ -48,7 +49,7 @@ from simscope.examples.zoo import (
     zoo,
     zoo_corpora,
 )
-from simscope.pipeline import load_run_config, run
+from simscope.pipeline import run
 from simscope.probe.likelihood import LikelihoodConfig, score_texts
 from simscope.probe.model import load_model
 

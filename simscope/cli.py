@@ -13,7 +13,7 @@ from typing import Any, Literal, cast
 
 import click
 
-from simscope.config import SEED_MAX
+from simscope.checks import SEED_MAX
 from simscope.errors import SimscopeError
 
 # No hub access at run time: every model comes from disk or a package.
@@ -455,69 +455,51 @@ def report(run_dir: str, out: str | None) -> None:
 )
 @click.option(
     "--train-tokens",
-    default=3e7,
-    show_default=True,
     type=float,
     help="Cost model: preference-data tokens x epochs to fine-tune on.",
 )
 @click.option(
     "--serve-tokens",
-    default=0.0,
-    show_default=True,
     type=float,
     help="Cost model: tokens the RM will score in service.",
 )
 @click.option(
     "--gpu-flops",
-    default=9.89e14,
-    show_default=True,
     type=float,
     help="Cost model: peak FLOP/s of one GPU (H100 dense BF16).",
 )
 @click.option(
     "--gpu-utilization",
-    default=0.4,
-    show_default=True,
     type=float,
     help="Cost model: share of the peak reached.",
 )
 @click.option(
     "--gpu-hour-usd",
-    default=2.5,
-    show_default=True,
     type=float,
     help="Cost model: dollars per GPU-hour.",
 )
-@click.option("--coverage", default=0.9, show_default=True, type=float, help="Interval level.")
-@click.option(
-    "--n-boot", default=200, show_default=True, type=click.IntRange(min=1), help="P(best) refits."
-)
+@click.option("--coverage", type=float, help="Interval level (default: the library's, 0.9).")
+@click.option("--n-boot", type=click.IntRange(min=1), help="P(best) refits (default: 200).")
 @click.option("--top", default=20, show_default=True, type=POSITIVE, help="Rows printed.")
 @click.option("-o", "--out", type=click.Path(file_okay=False), help="Write Selection here.")
 @click.option("--seed", default=0, show_default=True, type=SEED)
-def select(
-    benchmark_columns: str | None,
-    train_tokens: float,
-    serve_tokens: float,
-    gpu_flops: float,
-    gpu_utilization: float,
-    gpu_hour_usd: float,
-    **opts: Any,
-) -> None:
-    """Rank candidate base models for a reward model; print the ranking and the verdict."""
+def select(benchmark_columns: str | None, **opts: Any) -> None:
+    """Rank candidate base models for a reward model; print the ranking and the verdict.
+
+    Options left out take the library's defaults (the same as a run config's [select]).
+    """
     from simscope.select import CostConfig, SelectRequest, run_select
 
-    columns = (
-        [c.strip() for c in benchmark_columns.split(",") if c.strip()]
-        if (benchmark_columns)
-        else None
-    )
+    columns = [c.strip() for c in (benchmark_columns or "").split(",") if c.strip()] or None
+    knobs = ("train_tokens", "serve_tokens", "gpu_flops", "gpu_utilization", "gpu_hour_usd")
+    given = {k: v for k in knobs if (v := opts.pop(k)) is not None}
     try:
-        cost = CostConfig(train_tokens, serve_tokens, gpu_flops, gpu_utilization, gpu_hour_usd)
+        cost = CostConfig(**given)
     except SimscopeError as e:  # name the option, not the TOML key
         key = str(e).split(":", 1)[0].rsplit(".", 1)[-1]
         raise SimscopeError(str(e).replace(f"cost.{key}", "--" + key.replace("_", "-"))) from None
-    request = SelectRequest(benchmark_columns=columns, cost=cost, **opts)
+    settings = {k: v for k, v in opts.items() if v is not None or k not in ("coverage", "n_boot")}
+    request = SelectRequest(benchmark_columns=columns, cost=cost, **settings)
     click.echo(run_select(request).text)
 
 
@@ -569,14 +551,9 @@ def profile(
     """Profile probe corpora against preference data (lexical and semantic overlap)."""
     from pathlib import Path
 
+    from simscope.config import CandidateSection, PreferencesSection, RunConfig, StagesSection
     from simscope.lexical.index import LexicalConfig
-    from simscope.pipeline import (
-        CandidateSection,
-        PreferencesSection,
-        RunConfig,
-        StagesSection,
-        profile_only,
-    )
+    from simscope.pipeline import profile_only
 
     cfg = RunConfig(
         preferences=PreferencesSection(Path(prefs), schema=cast(Schema, schema), skip_bad=skip_bad),
@@ -613,7 +590,8 @@ def run_cmd(ctx: click.Context, config: str, rebuild: bool) -> None:
     """Run the whole pipeline from one TOML config; write the run directory and report."""
     from pathlib import Path
 
-    from simscope.pipeline import load_run_config, run
+    from simscope.config import load_run_config
+    from simscope.pipeline import run
 
     result = run(load_run_config(Path(config)), rebuild=rebuild, progress=progress_enabled(ctx))
     _print_run(result)

@@ -17,21 +17,20 @@ import platform
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import numpy as np
 import polars as pl
 
 from simscope import __version__
-from simscope.config import check_seed, from_mapping, load_toml
+from simscope.config import CandidateSection, RunConfig
 from simscope.engine import CorpusShards, EngineConfig, make_engine, write_corpus_shards
 from simscope.engine.lexical import build_lexical_indexes
 from simscope.engine.semantic import build_semantic_index as build_sharded_semantic_index
 from simscope.errors import SimscopeError
-from simscope.lexical.index import LexicalConfig
 from simscope.lexical.scorer import minhash_scales
 from simscope.overlap.profile import ProfileConfig, build_profile
 from simscope.preferences import load_preferences
@@ -43,16 +42,12 @@ from simscope.probe.cached import (
     cached_likelihood,
     cached_transfer,
 )
-from simscope.probe.generate import GenerationConfig
 from simscope.probe.importer import import_corpus
-from simscope.probe.likelihood import LikelihoodConfig
-from simscope.probe.transfer import TransferConfig
 from simscope.progress import stage
-from simscope.records import PROFILE_SCHEMA, SLICES, split_probe_corpus
+from simscope.records import PROFILE_SCHEMA, split_probe_corpus
 from simscope.report import ReportInputs, write_report
 from simscope.report.load import REPORT_FILES
 from simscope.select import (
-    CostConfig,
     PriorTable,
     read_benchmarks,
     read_candidates,
@@ -63,11 +58,9 @@ from simscope.select import (
     select_models,
     write_selection,
 )
-from simscope.semantic.config import SemanticConfig
 from simscope.semantic.index import choose_chunk_words, chunk_document
 from simscope.semantic.scorer import SemanticScorer, embed_texts
 from simscope.semantic.topics import Topics, fit_topics, topic_mass
-from simscope.stats import DEFAULT_N_BOOT
 from simscope.storage import (
     atomic_dir,
     check_replaceable,
@@ -80,196 +73,6 @@ from simscope.storage import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PreferencesSection:
-    """Where the preference data is and how to read it."""
-
-    path: Path
-    schema: Literal["auto", "pairs", "hh", "trl"] = "auto"
-    skip_bad: bool = False
-    limit: int | None = None
-
-
-@dataclass(frozen=True)
-class CandidateSection:
-    """One candidate base model: a model to probe, a corpus made elsewhere, or both.
-
-    ``model`` (a local directory or a model id in the local Hugging Face cache) is sampled
-    for a probe corpus unless ``corpus`` is given, and scored for likelihood. ``corpus`` is
-    imported (JSONL/JSON/CSV/Parquet with ``text_field``, .txt, a directory, or a ProbeCorpus).
-    """
-
-    name: str
-    model: str | None = None
-    corpus: Path | None = None
-    text_field: str = "text"
-    n_docs: int | None = None
-    trust_remote_code: bool = False
-    """Run the model repository's own code (off: only architectures transformers ships)."""
-
-    def __post_init__(self) -> None:
-        if not self.name.strip():
-            raise SimscopeError(f"name: expected a non-empty candidate name, found {self.name!r}")
-        if self.n_docs is not None and self.n_docs < 1:
-            raise SimscopeError(f"n_docs: expected >= 1 (or leave it out), found {self.n_docs}")
-
-
-@dataclass(frozen=True)
-class SelectSection:
-    """Inputs of the select stage; it runs when ``rm_results`` or ``prior`` is given.
-
-    ``prior`` is a bundled prior's name or a CSV of published results (``prior_metric`` the
-    metric of it to use); ``suggest`` names that many candidates to measure next; ``budget``
-    and ``[select.cost]`` (see ``simscope.select.cost``) or ``costs`` (a CSV model,cost) price
-    the candidates.
-    """
-
-    rm_results: Path | None = None
-    target: str | None = None
-    benchmarks: str | None = None
-    model_map: Path | None = None
-    coverage: float = 0.9
-    n_boot: int = 1000
-    prior: str | None = None
-    prior_metric: str | None = None
-    suggest: int = 0
-    budget: float | None = None
-    costs: Path | None = None
-    cost: CostConfig = field(default_factory=CostConfig)
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.coverage < 1.0:
-            raise SimscopeError(f"select.coverage: expected in (0, 1), found {self.coverage}")
-        if self.n_boot < 1:
-            raise SimscopeError(f"select.n_boot: expected >= 1, found {self.n_boot}")
-        if self.suggest < 0:
-            raise SimscopeError(f"select.suggest: expected >= 0, found {self.suggest}")
-        if self.budget is not None and not self.budget > 0:
-            raise SimscopeError(f"select.budget: expected a number > 0, found {self.budget}")
-
-
-@dataclass(frozen=True)
-class StagesSection:
-    """Which scorers run besides the lexical one, which always does (all by default)."""
-
-    semantic: bool = True
-    likelihood: bool = True
-    topics: bool = True
-    transfer: bool = True
-    """The transfer probe (a reward head on each frozen model); needs candidates' models."""
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """The whole pipeline's configuration; ``seed`` reaches every random step.
-
-    ``execution`` (an ``[execution]`` table) builds the corpora's indexes on an engine
-    (``kind = "local"`` out of core in this process, ``"ray"`` on a Ray cluster) before the
-    profile loads them; without it the stages build them in memory. The indexes, and so the
-    Profile, are the same either way.
-    """
-
-    preferences: PreferencesSection
-    candidates: tuple[CandidateSection, ...]
-    seed: int = 0
-    out_dir: Path = Path("simscope-out")
-    indexes_dir: Path = Path("indexes")
-    n_boot: int = DEFAULT_N_BOOT
-    slices: tuple[str, ...] = SLICES
-    stages: StagesSection = field(default_factory=StagesSection)
-    lexical: LexicalConfig = field(default_factory=LexicalConfig)
-    semantic: SemanticConfig = field(default_factory=SemanticConfig)
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-    likelihood: LikelihoodConfig = field(default_factory=LikelihoodConfig)
-    transfer: TransferConfig = field(default_factory=TransferConfig)
-    select: SelectSection = field(default_factory=SelectSection)
-    execution: EngineConfig | None = None
-    config_path: Path | None = field(default=None, metadata={"toml": False})
-    """The file this config was read from (set by :func:`load_run_config`, not a TOML key)."""
-
-    def __post_init__(self) -> None:
-        if not self.candidates:
-            raise SimscopeError(
-                "candidates: expected at least one [[candidates]] table, found none"
-            )
-        names = [c.name for c in self.candidates]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise SimscopeError(f"candidates: each name once; found {dupes} more than once")
-        for c in self.candidates:
-            if c.model is None and c.corpus is None:
-                raise SimscopeError(
-                    f"candidates: {c.name!r} needs a model to probe or a corpus to import; "
-                    "found neither"
-                )
-        bad = [s for s in self.slices if s not in SLICES]
-        if bad or not self.slices:
-            raise SimscopeError(
-                f"slices: expected a non-empty subset of {list(SLICES)}, found {list(self.slices)}"
-            )
-        if self.n_boot < 0:
-            raise SimscopeError(f"n_boot: expected >= 0, found {self.n_boot}")
-        check_seed(self.seed)
-        if (self.select.rm_results is not None or self.select.prior) and not self.select.target:
-            raise SimscopeError(
-                "select.target: expected the RM results metric to predict (e.g. 'accuracy'), "
-                "found none"
-            )
-
-
-def load_run_config(path: Path) -> RunConfig:
-    """Read and validate a run config; relative paths are taken from the config's folder."""
-    path = Path(path)
-    data = load_toml(path)
-    for section in ("lexical", "generation"):
-        table = data.get(section)
-        if isinstance(table, Mapping) and "seed" in table:
-            raise SimscopeError(
-                f"{path}: {section}.seed: a run has one seed, the top-level `seed`, that reaches "
-                f"every random step; found {section}.seed = {table['seed']!r}: remove it and set "
-                f"seed = {table['seed']!r} at the top"
-            )
-    cfg = from_mapping(RunConfig, data, f"{path}")
-    base = path.parent
-
-    def resolve(p: Path | None) -> Path | None:
-        return p if p is None or p.is_absolute() else base / p
-
-    def resolve_model(m: str | None) -> str | None:
-        # a relative path that exists beside the config is a directory; else a hub id
-        if m is None or Path(m).is_absolute() or not (base / m).exists():
-            return m
-        return str(base / m)
-
-    return replace(
-        cfg,
-        config_path=path,
-        preferences=replace(cfg.preferences, path=resolve(cfg.preferences.path) or Path()),
-        candidates=tuple(
-            replace(c, corpus=resolve(c.corpus), model=resolve_model(c.model))
-            for c in cfg.candidates
-        ),
-        out_dir=resolve(cfg.out_dir) or cfg.out_dir,
-        indexes_dir=resolve(cfg.indexes_dir) or cfg.indexes_dir,
-        select=replace(
-            cfg.select,
-            rm_results=resolve(cfg.select.rm_results),
-            model_map=resolve(cfg.select.model_map),
-            costs=resolve(cfg.select.costs),
-            prior=(
-                str(base / cfg.select.prior)
-                if cfg.select.prior and (base / cfg.select.prior).exists()
-                else cfg.select.prior
-            ),
-            benchmarks=(
-                str(base / cfg.select.benchmarks)
-                if cfg.select.benchmarks and (base / cfg.select.benchmarks).exists()
-                else cfg.select.benchmarks
-            ),
-        ),
-    )
 
 
 @dataclass

@@ -13,8 +13,9 @@ from click.testing import CliRunner
 from polars.testing import assert_frame_equal
 
 from simscope.cli import cli
+from simscope.config import load_run_config
 from simscope.errors import SimscopeError
-from simscope.pipeline import load_run_config, profile_only, run
+from simscope.pipeline import profile_only, run
 
 
 @pytest.fixture()

@@ -1240,7 +1240,7 @@ def test_transfer_probe_rows_are_features_of_the_calibrated_ranker() -> None:
 
 
 def test_run_config_select_section_takes_prior_suggest_budget_and_cost(tmp_path: Path) -> None:
-    from simscope.pipeline import load_run_config
+    from simscope.config import load_run_config
 
     base = (
         'seed = 0\n[preferences]\npath = "p.jsonl"\n[[candidates]]\nname = "a"\n'

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from simscope.config import load_run_config
 from simscope.errors import SimscopeError
 from simscope.examples.data import (
     PREFERENCE_PAIRS,
@@ -31,7 +32,7 @@ from simscope.examples.data import (
     mixture,
 )
 from simscope.examples.reward import train_reward_model
-from simscope.pipeline import RunResult, load_run_config, run
+from simscope.pipeline import RunResult, run
 from simscope.probe.tiny import TinyLMConfig, train_tiny_lm
 from simscope.storage import atomic_file, hash_file, hash_texts, outdated_indexes
 

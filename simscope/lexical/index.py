@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from simscope.config import check_seed
+from simscope.checks import check_seed
 from simscope.errors import SimscopeError
 from simscope.lexical.minhash import ENGINES, NearDuplicateFinder, engine_version, sign
 from simscope.normalize import Normalization, TokenBatch, ngram_hashes, tokenize

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
-from simscope.config import check_seed
+from simscope.checks import check_seed
 from simscope.errors import SimscopeError
 from simscope.lexical.index import (
     LexicalConfig,

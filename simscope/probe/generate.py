@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from simscope.config import check_seed
+from simscope.checks import check_seed
 from simscope.errors import SimscopeError
 from simscope.probe.corpus import read_probe_corpus, write_probe_corpus
 from simscope.probe.model import LoadedModel, load_model
