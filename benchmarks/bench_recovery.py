@@ -59,6 +59,7 @@ from simscope.overlap.profile import ProfileConfig, build_profile
 from simscope.preferences import load_preferences
 from simscope.records import PROBE_SCHEMA, SLICES
 from simscope.semantic import SemanticConfig, SemanticScorer
+from simscope.semantic.config import EncoderKind
 
 SHARES = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 HEADLINE = (
@@ -82,6 +83,8 @@ class RecoveryConfig:
     lm_steps: int = 300
     gen_docs: int = 192
     gen_max_new_tokens: int = 120
+    encoder: EncoderKind = "transformer"
+    per_slice_scales: bool = False
 
 
 def model_name(p: float) -> str:
@@ -125,7 +128,13 @@ def profile_corpora(
     """Whole-slice Profile rows of every corpus: lexical + semantic, as ``simscope run``."""
     index_root = work / "indexes"
     semantic = SemanticScorer(
-        index_root, SemanticConfig(), seed=cfg.seed, n_boot=cfg.n_boot, progress=progress
+        index_root,
+        SemanticConfig(encoder=cfg.encoder),
+        seed=cfg.seed,
+        n_boot=cfg.n_boot,
+        progress=progress,
+        slice_texts={s: prefs.get_column(s).to_list() for s in cfg.slices},
+        per_slice_scales=cfg.per_slice_scales,
     )
     result = build_profile(
         prefs,
@@ -330,6 +339,12 @@ def main() -> None:
     ap.add_argument("--lm-steps", type=int, default=None)
     ap.add_argument("--gen-docs", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--encoder", choices=("transformer", "static", "auto"), default="transformer")
+    ap.add_argument(
+        "--per-slice-scales",
+        action="store_true",
+        help="chunk corpora at each slice's own length (as before one scale for all)",
+    )
     ap.add_argument("--work-dir", type=Path, default=None, help="cache (default: a temp dir)")
     ap.add_argument("--json", type=Path, default=None, help="also write the tables here")
     args = ap.parse_args()
@@ -339,7 +354,11 @@ def main() -> None:
         if args.quick
         else RecoveryConfig()
     )
-    overrides: dict[str, Any] = {"seed": args.seed}
+    overrides: dict[str, Any] = {
+        "seed": args.seed,
+        "encoder": args.encoder,
+        "per_slice_scales": args.per_slice_scales,
+    }
     for key, value in (
         ("n_pairs", args.pairs),
         ("n_chars", args.chars),

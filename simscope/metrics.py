@@ -240,17 +240,6 @@ _add(
         reference=_SEMANTIC_REF_PRDC,
     ),
     MetricSpec(
-        name="semantic.recall_k*",
-        definition=(
-            "Share of the slice's texts inside the k-NN ball (among corpus chunks) of at least "
-            "one corpus chunk (Kynkaanniemi et al. recall: is the preference data found in the "
-            "corpus?)."
-        ),
-        closer_when="higher",
-        family="closeness",
-        reference=_SEMANTIC_REF_PRDC,
-    ),
-    MetricSpec(
         name="semantic.density_k*",
         definition=(
             "Naeem et al. density: (1 / (k m)) sum over the m corpus chunks of the number of "

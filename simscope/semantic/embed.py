@@ -1,24 +1,25 @@
-"""Sentence embeddings of texts: encoder loading, back-end choice, long-text pooling, caching.
+"""Sentence embeddings of texts: the encoders, long-text pooling, caching.
 
-One :class:`Embedder` per encoder identity. Texts are normalized (Unicode NFC, outer
-whitespace stripped), deduplicated, looked up in the embedding cache, and only the missing
-ones are encoded. A text longer than the encoder window (``max_tokens`` word pieces, the
-model's ``max_seq_length`` by default) is cut into windows of ``max_tokens - 2`` word pieces
-overlapping by ``chunk_overlap_tokens``; the windows' mean-pooled embeddings are averaged,
-weighted by their token counts (so the result is close to a mean over all the text's
-tokens), and the average is L2-normalized (when ``normalize``).
+Two encoders share one interface (:class:`Encoder`: ``embed``, ``encode``, ``identity``):
 
-Back-ends, chosen by what is installed and what the CPU offers (measured in
-``benchmarks/bench_semantic.py``):
+- :class:`Embedder`, the transformer (all-MiniLM-L6-v2 by default), the reference. A text
+  longer than the encoder window (``max_tokens`` word pieces, the model's
+  ``max_seq_length`` by default) is cut into windows of ``max_tokens - 2`` word pieces
+  overlapping by ``chunk_overlap_tokens``; the windows' mean-pooled embeddings are averaged,
+  weighted by their token counts (so the result is close to a mean over all the text's
+  tokens), and the average is L2-normalized (when ``normalize``). Runtimes: ``openvino``
+  (the model's transformer converted in process with ``openvino.convert_model`` and
+  compiled for the CPU in fp32 or bf16, mean pooling done here; mean-pooling models only)
+  and ``torch`` (sentence-transformers' own ``encode``, weights in fp32 or bf16).
+- :class:`StaticEmbedder`, a model2vec model distilled from the transformer
+  (:mod:`simscope.semantic.static`): the mean of the text's static token vectors, every
+  token counted, no window.
 
-- ``openvino``: the model's transformer converted in process with ``openvino.convert_model``
-  and compiled for the CPU, in bf16 when the CPU has native bf16 (``avx512_bf16`` or AMX),
-  mean pooling done here. Used for mean-pooling models when ``openvino`` imports.
-- ``torch``: sentence-transformers' own ``encode``, with the weights cast to bf16 under the
-  same CPU condition. The fallback for everything else.
-
-The precision and back-end are part of the identity, so vectors of different numerics never
-share a cache.
+Which encoder and runtime ``auto`` means is measured on the machine, once per indexes
+directory (:mod:`simscope.semantic.choice`); :func:`get_embedder` resolves it. Texts are
+normalized (Unicode NFC, outer whitespace stripped), deduplicated, looked up in the
+embedding cache, and only the missing ones are encoded. The encoder, runtime and precision
+are part of the identity, so vectors of different numerics never share a cache.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ import os
 import threading
 import unicodedata
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -39,12 +42,13 @@ from tqdm import tqdm
 from simscope.errors import SimscopeError
 from simscope.logs import quiet_transformers
 from simscope.semantic.cache import EmbeddingCache, text_key
-from simscope.semantic.config import DEFAULT_MODEL, SemanticConfig
+from simscope.semantic.config import DEFAULT_MODEL, Backend, SemanticConfig
 from simscope.storage import hash_file
 
 logger = logging.getLogger(__name__)
 
 POOLING = "token-weighted-mean-of-windows"
+STATIC_POOLING = "mean-of-static-token-vectors"
 TEXT_NORMALIZATION = "NFC+strip"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -94,7 +98,9 @@ def hash_file_list(parts: list[str]) -> str:
 
 @cache
 def cpu_has_bf16() -> bool:
-    """Whether the CPU does bf16 natively (bf16 elsewhere is emulated and slower)."""
+    """Whether /proc/cpuinfo lists native bf16 (printed by the benchmarks; never used to
+    choose: a flag may be absent on a CPU that has the instruction, and present on one where
+    the runtime does not use it. :mod:`simscope.semantic.choice` measures instead)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -102,13 +108,7 @@ def cpu_has_bf16() -> bool:
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
-def resolve_precision(precision: str) -> str:
-    if precision == "auto":
-        return "bf16" if cpu_has_bf16() else "fp32"
-    return precision
-
-
-def _openvino_available() -> bool:
+def openvino_available() -> bool:
     try:
         import openvino  # noqa: F401
     except ImportError:
@@ -133,7 +133,8 @@ def _load_sentence_transformer(path: Path, precision: str) -> Any:
     return model
 
 
-def _is_mean_pooling(model: Any) -> bool:
+def is_mean_pooling(model: Any) -> bool:
+    """Whether a sentence-transformers model is Transformer + mean Pooling (+ Normalize)."""
     names = [type(m).__name__ for m in model]
     if names[:2] != ["Transformer", "Pooling"] or any(n != "Normalize" for n in names[2:]):
         return False
@@ -161,47 +162,30 @@ def _compile_openvino(path: Path, precision: str) -> Any:
     return compiled
 
 
-class Embedder:
+class Encoder(ABC):
     """Embeds texts with one encoder, through the cache when one is given.
 
     ``texts_encoded`` counts the texts that actually went through the encoder (cache hits
     and duplicates do not), so tests can check that a re-run encodes nothing.
     """
 
-    def __init__(self, cfg: SemanticConfig, *, backend: str = "auto") -> None:
-        self.path = resolve_model_path(cfg.model)
-        self.precision = resolve_precision(cfg.precision)
-        self.cfg = cfg
-        self._st = _load_sentence_transformer(self.path, "fp32")
-        if backend == "auto":
-            backend = (
-                "openvino" if _openvino_available() and _is_mean_pooling(self._st) else "torch"
-            )
-        if backend not in ("openvino", "torch"):
-            raise SimscopeError(f"semantic backend: expected openvino or torch, found {backend!r}")
-        if backend == "torch" and self.precision == "bf16":
-            self._st = _load_sentence_transformer(self.path, "bf16")
-        self.backend = backend
-        self.tokenizer = self._st.tokenizer
-        window = cfg.max_tokens or int(self._st.max_seq_length)
-        self.window_tokens = max(window - 2, 4)  # room for [CLS] and [SEP]
-        self.dim = int(self._st.get_embedding_dimension())
-        self.texts_encoded = 0
+    cfg: SemanticConfig
+    dim: int
+    texts_encoded: int
 
     @property
+    @abstractmethod
     def identity(self) -> dict[str, Any]:
         """Everything that changes a vector; the cache key prefix and a manifest entry."""
-        return {
-            "model": self.cfg.model,
-            "model_checksum": model_checksum(self.path),
-            "backend": self.backend,
-            "precision": self.precision,
-            "window_tokens": self.window_tokens,
-            "chunk_overlap_tokens": self.cfg.chunk_overlap_tokens,
-            "pooling": POOLING,
-            "normalize": self.cfg.normalize,
-            "text_normalization": TEXT_NORMALIZATION,
-        }
+
+    @property
+    def tag(self) -> str:
+        """Short name of the encoder kind, for index directory names."""
+        return "static" if self.identity.get("backend") == "static" else "transformer"
+
+    @abstractmethod
+    def encode(self, texts: list[str], *, progress: bool = True) -> np.ndarray:
+        """Encode texts (no cache): float32 (len(texts), dim), unit rows when ``normalize``."""
 
     def cache(self, root: Path) -> EmbeddingCache:
         """The embedding cache of this encoder under ``root`` (an ``indexes/`` directory)."""
@@ -238,6 +222,54 @@ class Embedder:
         )
         row = {k: i for i, k in enumerate(unique_keys)}
         return vectors[[row[k] for k in keys]] if keys else vectors
+
+
+class Embedder(Encoder):
+    """The transformer encoder, in one runtime (``openvino`` or ``torch``) and precision.
+
+    ``backend`` and ``precision`` come from ``cfg`` (or ``backend`` here); ``auto`` in either
+    is resolved by measurement (:func:`simscope.semantic.choice.resolve`, kept in memory for
+    the process when no indexes directory is given).
+    """
+
+    def __init__(self, cfg: SemanticConfig, *, backend: Backend | None = None) -> None:
+        if backend is not None:
+            cfg = replace(cfg, backend=backend)
+        if cfg.backend == "auto" or cfg.precision == "auto":
+            from simscope.semantic.choice import resolve_runtime
+
+            cfg = resolve_runtime(cfg, None)
+        self.path = resolve_model_path(cfg.model)
+        self.cfg = cfg
+        self.precision = cfg.precision
+        self._st = _load_sentence_transformer(self.path, "fp32")
+        if cfg.backend == "openvino" and not (openvino_available() and is_mean_pooling(self._st)):
+            raise SimscopeError(
+                f"semantic.backend: 'openvino' runs mean-pooling models with the openvino "
+                f"package installed; found {cfg.model!r} without it; use 'torch' or 'auto'"
+            )
+        if cfg.backend == "torch" and self.precision == "bf16":
+            self._st = _load_sentence_transformer(self.path, "bf16")
+        self.backend = cfg.backend
+        self.tokenizer = self._st.tokenizer
+        window = cfg.max_tokens or int(self._st.max_seq_length)
+        self.window_tokens = max(window - 2, 4)  # room for [CLS] and [SEP]
+        self.dim = int(self._st.get_embedding_dimension())
+        self.texts_encoded = 0
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {
+            "model": self.cfg.model,
+            "model_checksum": model_checksum(self.path),
+            "backend": self.backend,
+            "precision": self.precision,
+            "window_tokens": self.window_tokens,
+            "chunk_overlap_tokens": self.cfg.chunk_overlap_tokens,
+            "pooling": POOLING,
+            "normalize": self.cfg.normalize,
+            "text_normalization": TEXT_NORMALIZATION,
+        }
 
     def encode(self, texts: list[str], *, progress: bool = True) -> np.ndarray:
         """Encode texts (no cache): window, embed, pool, normalize."""
@@ -333,7 +365,88 @@ class Embedder:
         return out
 
 
+class StaticEmbedder(Encoder):
+    """The static encoder distilled from ``cfg.model`` (kept under ``root`` when given).
+
+    A text's vector is the mean of its tokens' static vectors (model2vec's ``encode``, no
+    truncation), L2-normalized when ``normalize``.
+    """
+
+    def __init__(self, cfg: SemanticConfig, root: Path | None = None) -> None:
+        from model2vec import StaticModel
+        from tokenizers import Tokenizer
+
+        from simscope.semantic.static import load_or_distill, static_params
+
+        self.cfg = cfg
+        self.source_path = resolve_model_path(cfg.model)
+        self.params = static_params(
+            cfg.model, model_checksum(self.source_path), cfg.static_pca_dims
+        )
+        self.files = load_or_distill(self.source_path, self.params, root)
+        vectors = np.asarray(self.files.vectors, dtype=np.float32)
+        self._model = StaticModel(
+            vectors=vectors,
+            tokenizer=Tokenizer.from_str(self.files.tokenizer_json),
+            normalize=False,
+            max_length=None,
+        )
+        self.dim = int(vectors.shape[1])
+        self.texts_encoded = 0
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {
+            "model": self.cfg.model,
+            "model_checksum": self.params["source_checksum"],
+            "backend": "static",
+            "static": {k: v for k, v in self.params.items() if k != "source_checksum"},
+            "static_checksum": self.files.checksum,
+            "pooling": STATIC_POOLING,
+            "normalize": self.cfg.normalize,
+            "text_normalization": TEXT_NORMALIZATION,
+        }
+
+    def encode(self, texts: list[str], *, progress: bool = True) -> np.ndarray:
+        self.texts_encoded += len(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = np.asarray(
+            self._model.encode(
+                texts,
+                max_length=None,
+                normalize=False,
+                use_multiprocessing=False,
+                show_progress_bar=progress,
+                batch_size=4096,
+            ),
+            dtype=np.float64,
+        )
+        if self.cfg.normalize:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out.astype(np.float32)
+
+
+def get_embedder(cfg: SemanticConfig, root: Path | None = None) -> Encoder:
+    """The (process-wide) encoder for ``cfg``; the model loads once.
+
+    ``auto`` in ``cfg.encoder``, ``cfg.backend`` or ``cfg.precision`` is resolved by the
+    measurement kept under ``root`` (an ``indexes/`` directory), made there once if absent.
+    The static encoder is kept under ``root`` too (distilled in memory without one).
+    """
+    from simscope.semantic.choice import resolve
+
+    resolved = resolve(cfg, None if root is None else Path(root))
+    if resolved.encoder == "static":
+        return _static_embedder(resolved, None if root is None else Path(root).resolve())
+    return _transformer_embedder(resolved)
+
+
 @cache
-def get_embedder(cfg: SemanticConfig) -> Embedder:
-    """The (process-wide) embedder for ``cfg``; the model loads once."""
+def _transformer_embedder(cfg: SemanticConfig) -> Embedder:
     return Embedder(cfg)
+
+
+@cache
+def _static_embedder(cfg: SemanticConfig, root: Path | None) -> StaticEmbedder:
+    return StaticEmbedder(cfg, root)
