@@ -9,6 +9,7 @@ marked slow.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from simscope.semantic import (
     Embedder,
     SemanticConfig,
     SemanticIndex,
+    StaticEmbedder,
     build_semantic_index,
     choose_chunk_words,
     chunk_document,
@@ -537,3 +539,171 @@ def test_profile_rows_through_the_overlap_hook(
     assert [p.name for p in sem_root.glob("semantic-hh-profile-*")] == [
         f"semantic-hh-profile-transformer-w{words}"
     ]
+
+
+# ---- the static encoder and the measured choice --------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def static_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An indexes directory where the static encoder is distilled (once per session)."""
+    return tmp_path_factory.mktemp("static-indexes")
+
+
+def test_static_encoder_is_distilled_once_kept_and_checked(
+    static_root: Path, tmp_path: Path, slice_texts: list[str]
+) -> None:
+    from simscope.semantic.static import STATIC_KIND
+
+    embedder = get_embedder(STATIC, static_root)
+    assert isinstance(embedder, StaticEmbedder) and embedder.dim == STATIC.static_pca_dims
+    (kept,) = static_root.glob("static-encoder-all-MiniLM-L6-v2-*")
+    manifest = json.loads((kept / "manifest.json").read_text())
+    assert manifest["kind"] == STATIC_KIND
+    assert manifest["params"]["pca_dims"] == 256 and manifest["params"]["source_checksum"]
+    assert manifest["provenance"]["distill_seconds"] > 0
+    assert sorted(manifest["files"]) == ["tokenizer.json", "vectors.npy"]
+    assert not list(static_root.glob("*.incomplete"))
+    vectors = embedder.encode(slice_texts[:20], progress=False)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # A fresh load (another indexes directory, same distillation) embeds identically.
+    other = StaticEmbedder(STATIC, tmp_path)
+    assert other.identity == embedder.identity
+    assert np.array_equal(other.encode(slice_texts[:20], progress=False), vectors)
+    # Every token counts: a long text is not truncated (model2vec's default cuts at 512).
+    long_text = " ".join(slice_texts[:80])
+    head = " ".join(long_text.split()[:300])
+    whole, first = embedder.encode([long_text, head], progress=False)
+    assert len(long_text.split()) > 1000 and float(whole @ first) < 0.999
+    # A damaged file is refused on load, naming it.
+    (copy,) = tmp_path.glob("static-encoder-*")
+    (copy / "tokenizer.json").write_text("{}")
+    with pytest.raises(SimscopeError, match=r"tokenizer\.json: checksum differs"):
+        StaticEmbedder(STATIC, tmp_path)
+
+
+def test_static_encoder_known_answers(
+    static_root: Path, hh_replies: list[str], slice_texts: list[str], shakespeare: list[str]
+) -> None:
+    cfg = replace(STATIC, chunk_words=64)
+    everything = np.ones(len(slice_texts), dtype=bool)
+    values = {}
+    for name, texts in (
+        ("self", slice_texts),
+        ("hh", hh_replies[N_SLICE : 2 * N_SLICE]),
+        ("shakespeare", shakespeare),
+    ):
+        index = build_semantic_index(corpus_frame(name, texts), static_root, cfg, progress=False)
+        assert index.path.name == f"semantic-{name}-static-w64"
+        est = semantic_estimators(index, slice_texts, cfg, seed=0, progress=False)
+        values[name] = {m: fn(everything).value for m, fn in est.items()}
+    own, hh, far = values["self"], values["hh"], values["shakespeare"]
+    assert own["semantic.nn_cosine"] == pytest.approx(1.0, abs=1e-4)
+    assert own["semantic.coverage_k5"] == 1.0 and own["semantic.precision_k5"] == 1.0
+    # Identical rows of the PCA product may round apart (BLAS kernels differ between a block
+    # and its remainder), and the static vectors hold near-ties that k-means then splits:
+    # measured 0.9996, not the exact 1 of two identical histograms.
+    assert own["semantic.mauve"] > 0.995
+    for metric in ("semantic.nn_cosine", "semantic.coverage_k5", "semantic.mauve"):
+        assert own[metric] > hh[metric] > far[metric], metric
+    assert hh["semantic.frechet"] < far["semantic.frechet"]
+
+
+def _kept_choice(root: Path, cfg: SemanticConfig, measured: dict[str, object]) -> None:
+    from simscope.semantic.choice import CHOICE_KIND, choice_params, choice_path
+    from simscope.storage import atomic_dir, write_manifest
+
+    with atomic_dir(choice_path(cfg, root)) as tmp:
+        write_manifest(tmp, CHOICE_KIND, choice_params(cfg), extra={"measured": measured})
+
+
+def test_auto_is_decided_by_the_kept_measurement_never_by_flags(tmp_path: Path) -> None:
+    from simscope.semantic.choice import resolve
+
+    runtimes = [
+        {"backend": "torch", "precision": "fp32", "cpu_s": 4.0, "mean_cosine": 1.0},
+        {"backend": "openvino", "precision": "fp32", "cpu_s": 3.0, "mean_cosine": 1.0},
+        # The cheapest, but its vectors disagree with fp32: never chosen.
+        {"backend": "openvino", "precision": "bf16", "cpu_s": 1.0, "mean_cosine": 0.99},
+        {"backend": "torch", "precision": "bf16", "cpu_s": 2.0, "mean_cosine": 0.9999},
+    ]
+    cfg = SemanticConfig(encoder="auto")
+    assert SemanticConfig().encoder == "transformer"  # auto is opt-in (bench_recovery path b)
+    fast_static = tmp_path / "fast-static"
+    _kept_choice(fast_static, cfg, {"runtimes": runtimes, "static": {"cpu_s": 0.01}})
+    chosen = resolve(cfg, fast_static)
+    assert (chosen.encoder, chosen.backend, chosen.precision) == ("static", "auto", "auto")
+    forced = resolve(replace(cfg, encoder="transformer"), fast_static)
+    assert (forced.backend, forced.precision) == ("torch", "bf16")
+    fixed = resolve(replace(cfg, encoder="transformer", backend="openvino"), fast_static)
+    assert (fixed.backend, fixed.precision) == ("openvino", "fp32")
+    # Where the transformer runs within 10x of the static encoder, it is the default.
+    slow_static = tmp_path / "slow-static"
+    _kept_choice(slow_static, cfg, {"runtimes": runtimes, "static": {"cpu_s": 0.5}})
+    assert resolve(cfg, slow_static).encoder == "transformer"
+    only_openvino = tmp_path / "only-openvino"
+    _kept_choice(only_openvino, cfg, {"runtimes": runtimes[1:3]})
+    with pytest.raises(
+        SimscopeError,
+        match=r"no measured runtime fits backend='torch' precision='auto' \(measured: openvino",
+    ):
+        resolve(replace(cfg, encoder="transformer", backend="torch"), only_openvino)
+
+
+def test_the_measurement_is_made_once_and_kept(tmp_path: Path) -> None:
+    from simscope.semantic.choice import choice_path, resolve
+
+    cfg = replace(CFG, encoder="transformer")
+    resolved = resolve(cfg, tmp_path)
+    kept = json.loads((choice_path(cfg, tmp_path) / "manifest.json").read_text())["measured"]
+    names = {(r["backend"], r["precision"]) for r in kept["runtimes"]}
+    assert {("torch", "fp32"), ("torch", "bf16")} <= names
+    agreeing = [r for r in kept["runtimes"] if r["mean_cosine"] >= 0.995]
+    fp32 = min((r for r in agreeing if r["precision"] == "fp32"), key=lambda r: r["cpu_s"])
+    best = min(agreeing, key=lambda r: r["cpu_s"])
+    expected = best if best["cpu_s"] <= 0.85 * fp32["cpu_s"] else fp32
+    assert (resolved.backend, resolved.precision) == (expected["backend"], expected["precision"])
+    assert "static" not in kept  # an explicit transformer never distils
+    assert resolve(cfg, tmp_path) == resolved  # read back, not measured again
+
+
+def test_bf16_is_taken_only_when_clearly_cheaper(tmp_path: Path) -> None:
+    from simscope.semantic.choice import resolve
+
+    cfg = replace(SemanticConfig(), encoder="transformer")
+    # OpenVINO runs the bf16 hint in fp32 on CPUs without bf16: the two differ by noise.
+    close = [
+        {"backend": "openvino", "precision": "fp32", "cpu_s": 3.0, "mean_cosine": 1.0},
+        {"backend": "openvino", "precision": "bf16", "cpu_s": 2.9, "mean_cosine": 1.0},
+    ]
+    _kept_choice(tmp_path / "close", cfg, {"runtimes": close})
+    assert resolve(cfg, tmp_path / "close").precision == "fp32"
+    native = [close[0], {**close[1], "cpu_s": 1.2, "mean_cosine": 0.9999}]
+    _kept_choice(tmp_path / "native", cfg, {"runtimes": native})
+    assert resolve(cfg, tmp_path / "native").precision == "bf16"
+
+
+def test_openvino_model_is_kept_and_checked(tmp_path: Path, slice_texts: list[str]) -> None:
+    import shutil
+
+    from simscope.semantic.embed import _openvino_model
+
+    cfg = replace(CFG, backend="openvino", precision="fp32")
+    first = Embedder(cfg, root=tmp_path / "a")
+    vectors = first.encode(slice_texts[:8], progress=False)
+    (kept,) = (tmp_path / "a").glob("openvino-encoder-*")
+    manifest = json.loads((kept / "manifest.json").read_text())
+    assert manifest["kind"] == "openvino-ir" and sorted(manifest["files"]) == [
+        "model.bin",
+        "model.xml",
+    ]
+    # A second indexes directory holding the kept model reads it (no tracing) and agrees.
+    shutil.copytree(kept, tmp_path / "b" / kept.name)
+    again = Embedder(cfg, root=tmp_path / "b").encode(slice_texts[:8], progress=False)
+    assert np.allclose(again, vectors, atol=1e-6)
+    damaged = tmp_path / "c" / kept.name
+    shutil.copytree(kept, damaged)
+    with open(damaged / "model.bin", "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(SimscopeError, match=r"model\.bin: checksum differs"):
+        _openvino_model(first.path, tmp_path / "c")

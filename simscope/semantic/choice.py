@@ -10,7 +10,8 @@ runtime may not use an instruction the CPU has). Instead, on a fixed calibration
   CPU time of the two (process CPU seconds, all threads: on a shared machine
   wall time measures the neighbours). A runtime whose vectors agree with torch fp32 at a
   mean cosine below :data:`MIN_AGREEMENT` is never chosen. ``backend`` / ``precision``
-  ``auto`` take the cheapest of the rest (among those matching what is fixed);
+  ``auto`` take the cheapest of the rest (among those matching what is fixed), bf16 only
+  when clearly cheaper than fp32 (:data:`LOWER_PRECISION_MARGIN`);
 - for ``encoder = "auto"``, the static encoder (:mod:`simscope.semantic.static`, distilled
   at this first use) encodes the same set; it is chosen when it is at least
   :data:`STATIC_MIN_SPEEDUP` times cheaper than the chosen transformer runtime (always so on
@@ -44,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 CHOICE_KIND = "encoder-choice"
 MIN_AGREEMENT = 0.995
+LOWER_PRECISION_MARGIN = 0.85
+"""bf16 is taken only when it costs at most this share of the best fp32 runtime: where the
+CPU lacks native bf16, OpenVINO runs the bf16 hint in fp32 and the two differ by noise."""
 """Least mean cosine to torch fp32 for a runtime to be chosen (bf16 measured 0.9999)."""
 STATIC_MIN_SPEEDUP = 10.0
 """``encoder = "auto"`` takes the static encoder when it is at least this much cheaper."""
@@ -80,17 +84,20 @@ def calibration_texts() -> list[str]:
 
 
 def choice_params(cfg: SemanticConfig) -> dict[str, Any]:
-    """What the kept choice depends on: the source model and the settings measured with."""
+    """What the kept choice depends on: the model (its weights). Other settings (batch size,
+    window) move every runtime alike, so one measurement serves them all and the indexes
+    directory keeps one encoder identity."""
     from simscope.semantic.embed import model_checksum, resolve_model_path
 
     path = resolve_model_path(cfg.model)
-    return {
-        "model": cfg.model,
-        "model_checksum": model_checksum(path),
-        "max_tokens": cfg.max_tokens,
-        "batch_size": cfg.batch_size,
-        "static_pca_dims": cfg.static_pca_dims,
-    }
+    return {"model": cfg.model, "model_checksum": model_checksum(path)}
+
+
+def choice_path(cfg: SemanticConfig, root: Path) -> Path:
+    """``indexes/encoder-choice-<model>-<digest>/``: where the measurement for ``cfg`` is kept."""
+    from simscope.semantic.cache import identity_digest
+
+    return Path(root) / f"encoder-choice-{slug(cfg.model)}-{identity_digest(choice_params(cfg))}"
 
 
 def resolve(cfg: SemanticConfig, root: Path | None) -> SemanticConfig:
@@ -147,7 +154,13 @@ def _pick_runtime(cfg: SemanticConfig, record: dict[str, Any]) -> dict[str, Any]
             + ", ".join(f"{r['backend']} {r['precision']}" for r in record["runtimes"])
             + "); set semantic.backend and semantic.precision to 'auto'"
         )
-    return min(fits, key=lambda r: (r["cpu_s"], r["backend"], r["precision"]))
+    best = min(fits, key=lambda r: (r["cpu_s"], r["backend"], r["precision"]))
+    exact = [r for r in fits if r["precision"] == "fp32"]
+    if best["precision"] != "fp32" and exact:
+        best_exact = min(exact, key=lambda r: (r["cpu_s"], r["backend"]))
+        if best["cpu_s"] > LOWER_PRECISION_MARGIN * best_exact["cpu_s"]:
+            return best_exact
+    return best
 
 
 def _record(cfg: SemanticConfig, root: Path | None, *, need_static: bool) -> dict[str, Any]:
@@ -158,9 +171,7 @@ def _record(cfg: SemanticConfig, root: Path | None, *, need_static: bool) -> dic
         if need_static:
             record["static"] = _measure_static(cfg, None)
         return record
-    from simscope.semantic.cache import identity_digest
-
-    path = Path(root) / f"encoder-choice-{slug(cfg.model)}-{identity_digest(params)}"
+    path = choice_path(cfg, root)
     with _LOCK:
         kept = _read(path, params)
         if kept is not None and (not need_static or "static" in kept):
@@ -241,8 +252,7 @@ def _measure_runtimes_once(cfg: SemanticConfig) -> tuple[dict[str, Any], ...]:
     """Time every runtime that can run here on the calibration texts (once per process)."""
     from simscope.semantic.embed import (
         Embedder,
-        _load_sentence_transformer,
-        is_mean_pooling,
+        model_info,
         openvino_available,
         resolve_model_path,
     )
@@ -250,7 +260,7 @@ def _measure_runtimes_once(cfg: SemanticConfig) -> tuple[dict[str, Any], ...]:
     texts = calibration_texts()
     path = resolve_model_path(cfg.model)
     candidates: list[tuple[Backend, Precision]] = [("torch", "fp32"), ("torch", "bf16")]
-    if openvino_available() and is_mean_pooling(_load_sentence_transformer(path, "fp32")):
+    if openvino_available() and model_info(path).mean_pooling:
         candidates = [("openvino", "fp32"), ("openvino", "bf16"), *candidates]
     logger.info("measuring encoder runtimes on %d texts (once per indexes directory)", len(texts))
     reference: np.ndarray | None = None

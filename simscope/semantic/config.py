@@ -24,30 +24,34 @@ class SemanticConfig:
     """Parameters of the semantic stage.
 
     ``model``: ``all-MiniLM-L6-v2`` (the packaged copy) or a local sentence-transformers
-    directory. ``encoder``: ``transformer`` runs ``model`` itself; ``static`` a model2vec
-    model distilled from it at first use (``static_pca_dims`` dimensions, kept under
-    ``indexes/``); ``auto`` picks one by measuring this machine once (see
-    :mod:`simscope.semantic.choice`). ``backend`` and ``precision``: the transformer's
-    runtime (``openvino`` or ``torch``) and numerics; ``auto`` takes the fastest measured on
-    this machine among those whose vectors agree with torch fp32. ``max_tokens``: the encoder window
-    (None = the model's ``max_seq_length``); longer texts are cut into windows of that many
-    word pieces (``chunk_overlap_tokens`` shared between neighbours) whose embeddings are
-    averaged, weighted by their token counts. ``chunk_words``: corpus documents are cut into
-    pieces of about this many words before indexing, one length for every slice (None: the
-    median word count of all the preference texts profiled, a power of 2 in [16, 128]; see
-    ``index.profile_chunk_words``). Up to
-    ``exact_max_rows`` chunks the FAISS index is exact; above, IVF-Flat with
-    ``ivf_lists_per_sqrt_rows * sqrt(rows)`` lists of which ``ivf_probe_fraction`` (at least
-    ``ivf_min_nprobe``) are probed; see ``benchmarks/bench_semantic.py`` for recall@10 (HNSW
-    M=32 efSearch=128 reached only 0.94 there at 100k rows).
+    directory. ``encoder``: ``transformer`` (the default) runs ``model`` itself; ``static`` a
+    model2vec model distilled from it at first use (``static_pca_dims`` dimensions, kept
+    under ``indexes/``): 10-100x cheaper per profile and as good on imported corpora, but it
+    loses recovery through sampled probes (bench_recovery path b: nn_cosine rho 0.83 vs
+    1.00), so it is for screening; ``auto`` takes the static encoder where it measures at
+    least 10x cheaper than the transformer on this machine (:mod:`simscope.semantic.choice`).
+    ``backend`` and ``precision``: the transformer's runtime (``openvino`` or ``torch``) and
+    numerics; ``auto`` takes the fastest measured on this machine among those whose vectors
+    agree with torch fp32. ``batch_size``: texts per encoder call (16 measured cheaper than
+    32 per text with OpenVINO: less padding). ``max_tokens``: the encoder window (None = the
+    model's ``max_seq_length``); longer texts are cut into windows of that many word pieces
+    (``chunk_overlap_tokens`` shared between neighbours) whose embeddings are averaged,
+    weighted by their token counts. ``chunk_words``: corpus documents are cut into pieces of
+    about this many words before indexing, one length for every slice (None: the median word
+    count of all the preference texts profiled, a power of 2 in [16, 128]; see
+    ``index.profile_chunk_words``). Up to ``exact_max_rows`` chunks the FAISS index is exact;
+    above, IVF-Flat with ``ivf_lists_per_sqrt_rows * sqrt(rows)`` lists of which
+    ``ivf_probe_fraction`` (at least ``ivf_min_nprobe``) are probed; see
+    ``benchmarks/bench_semantic.py`` for recall@10 (HNSW M=32 efSearch=128 reached only 0.94
+    there at 100k rows).
     """
 
     model: str = DEFAULT_MODEL
-    encoder: EncoderKind = "auto"
+    encoder: EncoderKind = "transformer"
     backend: Backend = "auto"
     precision: Precision = "auto"
     static_pca_dims: int = 256
-    batch_size: int = 32
+    batch_size: int = 16
     max_tokens: int | None = None
     chunk_overlap_tokens: int = 32
     normalize: bool = True

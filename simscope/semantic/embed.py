@@ -24,6 +24,7 @@ are part of the identity, so vectors of different numerics never share a cache.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -31,7 +32,7 @@ import unicodedata
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -141,22 +142,127 @@ def is_mean_pooling(model: Any) -> bool:
     return str(getattr(model[1], "pooling_mode", "")) == "mean"
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the encoder needs to know of a sentence-transformers directory, read from its
+    JSON files (so the OpenVINO runtime never imports torch or sentence-transformers)."""
+
+    max_seq_length: int
+    dim: int
+    mean_pooling: bool
+    normalize: bool
+
+
 @cache
-def _compile_openvino(path: Path, precision: str) -> Any:
+def model_info(path: Path) -> ModelInfo:
+    """Read ``modules.json``, ``sentence_bert_config.json`` and the pooling config; a
+    directory without them is asked of sentence-transformers (which then loads)."""
+    try:
+        modules = json.loads((path / "modules.json").read_text())
+        types = [m["type"].rsplit(".", 1)[-1] for m in modules]
+        sbert = json.loads((path / "sentence_bert_config.json").read_text())
+        pooling = json.loads((path / modules[1]["path"] / "config.json").read_text())
+        mean = (
+            types[:2] == ["Transformer", "Pooling"]
+            and all(t == "Normalize" for t in types[2:])
+            and bool(pooling.get("pooling_mode_mean_tokens"))
+            and not any(
+                pooling.get(k)
+                for k in pooling
+                if k.startswith("pooling_mode_") and k != "pooling_mode_mean_tokens"
+            )
+        )
+        return ModelInfo(
+            int(sbert["max_seq_length"]),
+            int(pooling["word_embedding_dimension"]),
+            mean,
+            "Normalize" in types[2:],
+        )
+    except (OSError, KeyError, IndexError, ValueError, TypeError):
+        st = _load_sentence_transformer(path, "fp32")
+        return ModelInfo(
+            int(st.max_seq_length),
+            int(st.get_embedding_dimension()),
+            is_mean_pooling(st),
+            len(list(st)) > 2,
+        )
+
+
+@cache
+def _word_piece_tokenizer(path: Path, max_length: int | None) -> Any:
+    """The model's fast tokenizer (``tokenizers``), without the padding its file may carry;
+    ``max_length`` set: special tokens added and truncated there (model input), None: no
+    special tokens, no truncation (to cut windows)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    tok.no_padding()
+    if max_length is None:
+        tok.no_truncation()
+    else:
+        tok.enable_truncation(max_length)
+    return tok
+
+
+@cache
+def _convert_to_openvino(path: Path) -> Any:
+    """Trace the transformer and convert it (once per process)."""
     import openvino as ov
     import torch
 
     st = _load_sentence_transformer(path, "fp32")
-    tokenizer = st.tokenizer
-    example = tokenizer(["a b c", "d"], padding=True, return_tensors="pt")
+    example = st.tokenizer(["a b c", "d"], padding=True, return_tensors="pt")
     # Tracing warns about Python conditionals on shapes; for this encoder they are constant
     # (no KV cache, no causal mask), and the vectors are checked against torch in the tests.
     with torch.no_grad(), warnings.catch_warnings(), quiet_transformers():
         warnings.simplefilter("ignore")
-        ov_model = ov.convert_model(st[0].auto_model, example_input=dict(example))
+        return ov.convert_model(st[0].auto_model, example_input=dict(example))
+
+
+def openvino_ir_params(path: Path) -> dict[str, Any]:
+    import openvino as ov
+
+    return {"model_checksum": model_checksum(path), "openvino": ov.__version__}
+
+
+_IR_KIND = "openvino-ir"
+
+
+@cache
+def _openvino_model(path: Path, root: Path | None) -> Any:
+    """The transformer as an OpenVINO model: converted from torch once, and kept under
+    ``root`` (``indexes/openvino-<model>-<digest>/``, atomic, checked on load) so later
+    processes neither trace the model nor import torch."""
+    import openvino as ov
+
+    from simscope.semantic.cache import identity_digest
+    from simscope.storage import atomic_dir, read_manifest, write_manifest
+
+    params = openvino_ir_params(path)
+    kept = None
+    if root is not None:
+        kept = Path(root) / f"openvino-encoder-{identity_digest(params)}"
+        if kept.exists():
+            read_manifest(kept, _IR_KIND, params)  # checks model.xml / model.bin checksums
+            return ov.Core().read_model(str(kept / "model.xml"))
+    ov_model = _convert_to_openvino(path)
+    if kept is not None:
+        with atomic_dir(kept, overwrite=True) as tmp:
+            ov.save_model(ov_model, str(tmp / "model.xml"), compress_to_fp16=False)
+            write_manifest(tmp, _IR_KIND, params, extra={"source": str(path)})
+        logger.info("openvino model kept in %s", kept)
+    return ov_model
+
+
+@cache
+def _compile_openvino(path: Path, precision: str, root: Path | None = None) -> Any:
+    import openvino as ov
+
     hint = "bf16" if precision == "bf16" else "f32"
     compiled = ov.Core().compile_model(
-        ov_model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+        _openvino_model(path, root),
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"},
     )
     logger.info("openvino encoder compiled (%s) from %s", hint, path)
     return compiled
@@ -232,29 +338,33 @@ class Embedder(Encoder):
     the process when no indexes directory is given).
     """
 
-    def __init__(self, cfg: SemanticConfig, *, backend: Backend | None = None) -> None:
+    def __init__(
+        self, cfg: SemanticConfig, *, backend: Backend | None = None, root: Path | None = None
+    ) -> None:
         if backend is not None:
             cfg = replace(cfg, backend=backend)
         if cfg.backend == "auto" or cfg.precision == "auto":
             from simscope.semantic.choice import resolve_runtime
 
-            cfg = resolve_runtime(cfg, None)
+            cfg = resolve_runtime(cfg, root)
         self.path = resolve_model_path(cfg.model)
         self.cfg = cfg
         self.precision = cfg.precision
-        self._st = _load_sentence_transformer(self.path, "fp32")
-        if cfg.backend == "openvino" and not (openvino_available() and is_mean_pooling(self._st)):
+        self.root = root
+        info = model_info(self.path)
+        if cfg.backend == "openvino" and not (openvino_available() and info.mean_pooling):
             raise SimscopeError(
                 f"semantic.backend: 'openvino' runs mean-pooling models with the openvino "
                 f"package installed; found {cfg.model!r} without it; use 'torch' or 'auto'"
             )
-        if cfg.backend == "torch" and self.precision == "bf16":
-            self._st = _load_sentence_transformer(self.path, "bf16")
+        self._st: Any = None
+        if cfg.backend == "torch":
+            self._st = _load_sentence_transformer(self.path, self.precision)
         self.backend = cfg.backend
-        self.tokenizer = self._st.tokenizer
-        window = cfg.max_tokens or int(self._st.max_seq_length)
+        self.normalize_each = info.normalize
+        window = cfg.max_tokens or info.max_seq_length
         self.window_tokens = max(window - 2, 4)  # room for [CLS] and [SEP]
-        self.dim = int(self._st.get_embedding_dimension())
+        self.dim = info.dim
         self.texts_encoded = 0
 
     @property
@@ -291,13 +401,9 @@ class Embedder(Encoder):
         long_ids = [i for i, t in enumerate(texts) if len(t) > window]
         spans: dict[int, list[tuple[int, int, int]]] = {}
         if long_ids:
-            enc = self.tokenizer(
-                [texts[i] for i in long_ids],
-                add_special_tokens=False,
-                return_offsets_mapping=True,
-                verbose=False,
-            )
-            for i, offsets in zip(long_ids, enc["offset_mapping"], strict=True):
+            tok = _word_piece_tokenizer(self.path, None)
+            enc = tok.encode_batch([texts[i] for i in long_ids], add_special_tokens=False)
+            for i, offsets in zip(long_ids, (e.offsets for e in enc), strict=True):
                 n = len(offsets)
                 if n <= window:
                     continue
@@ -338,27 +444,34 @@ class Embedder(Encoder):
         return self._encode_openvino(pieces, progress)
 
     def _encode_openvino(self, pieces: list[str], progress: bool) -> np.ndarray:
-        compiled = _compile_openvino(self.path, self.precision)
-        normalize_each = len(list(self._st)) > 2  # a Normalize module after pooling
-        order = np.argsort([-len(p) for p in pieces], kind="stable")
+        """Tokenize every piece once, batch them in order of token count (little padding),
+        run the compiled model, mean-pool over the attention mask."""
+        compiled = _compile_openvino(self.path, self.precision, self.root)
+        tok = _word_piece_tokenizer(self.path, self.window_tokens + 2)
+        encodings = tok.encode_batch(pieces)
+        lengths = np.array([len(e.ids) for e in encodings])
+        order = np.argsort(-lengths, kind="stable")
         out = np.zeros((len(pieces), self.dim), dtype=np.float32)
-        max_length = self.window_tokens + 2
         run: Callable[[dict[str, np.ndarray]], Any] = compiled
+        names = {port.get_any_name() for port in compiled.inputs}
         bs = self.cfg.batch_size
         with tqdm(total=len(pieces), desc="embed", unit="text", disable=not progress) as bar:
             for start in range(0, len(pieces), bs):
                 idx = order[start : start + bs]
-                batch = self.tokenizer(
-                    [pieces[j] for j in idx],
-                    padding=True,
-                    truncation=True,
-                    max_length=max_length,
-                    return_tensors="np",
-                )
-                hidden = run(dict(batch))[0]
-                mask = batch["attention_mask"][..., None].astype(np.float32)
-                pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
-                if normalize_each:
+                width = int(lengths[idx[0]])
+                ids = np.zeros((idx.size, width), dtype=np.int64)
+                types = np.zeros((idx.size, width), dtype=np.int64)
+                mask = np.zeros((idx.size, width), dtype=np.int64)
+                for row, j in enumerate(idx.tolist()):
+                    e = encodings[j]
+                    ids[row, : len(e.ids)] = e.ids
+                    types[row, : len(e.ids)] = e.type_ids
+                    mask[row, : len(e.ids)] = 1
+                feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+                hidden = run({k: v for k, v in feed.items() if k in names})[0]
+                weights = mask[..., None].astype(np.float32)
+                pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+                if self.normalize_each:
                     pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
                 out[idx] = pooled
                 bar.update(len(idx))
@@ -436,15 +549,16 @@ def get_embedder(cfg: SemanticConfig, root: Path | None = None) -> Encoder:
     """
     from simscope.semantic.choice import resolve
 
-    resolved = resolve(cfg, None if root is None else Path(root))
+    where = None if root is None else Path(root).resolve()
+    resolved = resolve(cfg, where)
     if resolved.encoder == "static":
-        return _static_embedder(resolved, None if root is None else Path(root).resolve())
-    return _transformer_embedder(resolved)
+        return _static_embedder(resolved, where)
+    return _transformer_embedder(resolved, where)
 
 
 @cache
-def _transformer_embedder(cfg: SemanticConfig) -> Embedder:
-    return Embedder(cfg)
+def _transformer_embedder(cfg: SemanticConfig, root: Path | None) -> Embedder:
+    return Embedder(cfg, root=root)
 
 
 @cache
