@@ -32,7 +32,10 @@ import argparse
 import itertools
 import json
 import math
+import os
 import platform
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,7 +44,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -54,11 +57,12 @@ from simscope.examples.data import (
     demo_corpora,
     mixture,
 )
-from simscope.metrics import spec
+from simscope.metrics import is_headline, spec
 from simscope.overlap.profile import ProfileConfig, build_profile
 from simscope.preferences import load_preferences
 from simscope.records import PROBE_SCHEMA, SLICES
 from simscope.semantic import SemanticConfig, SemanticScorer
+from simscope.semantic.config import EncoderKind
 
 SHARES = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 HEADLINE = (
@@ -82,6 +86,8 @@ class RecoveryConfig:
     lm_steps: int = 300
     gen_docs: int = 192
     gen_max_new_tokens: int = 120
+    encoder: EncoderKind = "transformer"
+    per_slice_scales: bool = False
 
 
 def model_name(p: float) -> str:
@@ -121,11 +127,18 @@ def profile_corpora(
     work: Path,
     cfg: RecoveryConfig,
     progress: bool = False,
+    index_root: Path | None = None,
 ) -> pl.DataFrame:
     """Whole-slice Profile rows of every corpus: lexical + semantic, as ``simscope run``."""
-    index_root = work / "indexes"
+    index_root = index_root or work / "indexes"
     semantic = SemanticScorer(
-        index_root, SemanticConfig(), seed=cfg.seed, n_boot=cfg.n_boot, progress=progress
+        index_root,
+        SemanticConfig(encoder=cfg.encoder),
+        seed=cfg.seed,
+        n_boot=cfg.n_boot,
+        progress=progress,
+        slice_texts={s: prefs.get_column(s).to_list() for s in cfg.slices},
+        per_slice_scales=cfg.per_slice_scales,
     )
     result = build_profile(
         prefs,
@@ -319,6 +332,238 @@ def survival(a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFrame:
     return joined.with_columns(survives=verdict).sort(["slice", "family", "metric"])
 
 
+# ---- end to end: simscope vs a plain script of the same metrics ----------------------------
+
+PLAIN_SCRIPT = Path(__file__).resolve().parent / "plain_profile.py"
+PLAIN_HEADLINE = {
+    "plain.nn_cosine": ("semantic.nn_cosine", 1.0),
+    "plain.coverage_k5": ("semantic.coverage_k5", 1.0),
+    "plain.mauve": ("semantic.mauve", 1.0),
+    "plain.dsir_kl": ("lexical.hashed_ngram_jsd", -1.0),
+}
+"""The plain script's counterpart of each simscope headline metric, and its orientation."""
+ONCE_PER_DIRECTORY = ("encoder-choice-*", "static-encoder-*")
+
+
+def timing_name(p: float, seed: int) -> str:
+    return model_name(p) if seed == 0 else f"{model_name(p)}-s{seed}"
+
+
+def write_timing_input(
+    prefs: pl.DataFrame, corpora: DemoCorpora, cfg: RecoveryConfig, seeds: int, out: Path
+) -> dict[str, int]:
+    """The workload as files both sides read: prefs.parquet and corpora/<name>.parquet."""
+    (out / "corpora").mkdir(parents=True, exist_ok=True)
+    prefs.write_parquet(out / "pairs.parquet")  # simscope's input: the PreferenceSet
+    prefs.select(*cfg.slices).write_parquet(out / "prefs.parquet")  # the plain script's
+    distinct: set[str] = set()
+    n_docs = 0
+    for seed in range(seeds):
+        for p in SHARES:
+            texts = mixture_texts(corpora, p, cfg.n_chars, seed)
+            distinct.update(texts)
+            n_docs += len(texts)
+            name = timing_name(p, seed)
+            probe_frame(name, texts).write_parquet(out / "corpora" / f"{name}.parquet")
+    return {"corpora": seeds * len(SHARES), "docs": n_docs, "distinct_docs": len(distinct)}
+
+
+def child_profile(in_dir: Path, out: Path, index_root: Path, encoder: str, n_boot: int) -> None:
+    """One simscope profile of the timing workload (run in a fresh process by the parent)."""
+    prefs = pl.read_parquet(in_dir / "pairs.parquet")
+    slices = tuple(pl.read_parquet_schema(in_dir / "prefs.parquet"))
+    corpora = {p.stem: pl.read_parquet(p) for p in sorted((in_dir / "corpora").glob("*.parquet"))}
+    cfg = RecoveryConfig(
+        n_pairs=prefs.height, slices=slices, n_boot=n_boot, encoder=cast(EncoderKind, encoder)
+    )
+    profile_corpora(prefs, corpora, index_root.parent, cfg, index_root=index_root).write_parquet(
+        out
+    )
+
+
+def run_child(cmd: list[str]) -> dict[str, float]:
+    """Run ``cmd``; its CPU seconds (user + system, its children included), wall seconds and
+    peak RSS, from the kernel's accounting of that process (``os.wait4``)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd}: exit {proc.returncode}\n{err.decode()[-3000:]}")
+    return {
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "wall_s": wall,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+    }
+
+
+def plain_recovery(metrics: pl.DataFrame) -> dict[tuple[str, str], float]:
+    """Oriented Spearman of the plain script's headline metrics over the seed-0 corpora."""
+    out = {}
+    for (slice_, metric), g in metrics.group_by(["slice", "metric"], maintain_order=True):
+        if metric not in PLAIN_HEADLINE:
+            continue
+        name, sign = PLAIN_HEADLINE[str(metric)]
+        by_model = dict(zip(g["model"], g["value"], strict=True))
+        rho, _ = spearman_exact(SHARES, [sign * by_model[model_name(p)] for p in SHARES])
+        out[(str(slice_), name)] = rho
+    return out
+
+
+def timing(
+    prefs: pl.DataFrame,
+    corpora: DemoCorpora,
+    cfg: RecoveryConfig,
+    work: Path,
+    *,
+    seeds: int,
+    repeats: int,
+    encoders: Sequence[str],
+) -> dict[str, Any]:
+    """Median CPU seconds of ``repeats`` fresh runs of each method, one at a time, methods
+    interleaved within each repeat; the recovery of each method's headline metrics."""
+    input_dir = work / "timing-input"
+    sizes = write_timing_input(prefs, corpora, cfg, seeds, input_dir)
+    py = sys.executable
+    warm = work / "timing-warm"  # the once-per-directory artefacts: choice, static model
+    first_use: dict[str, dict[str, float]] = {}
+    for encoder in encoders:
+        root = warm / encoder / "indexes"
+        if not root.exists():
+            first_use[encoder] = run_child(
+                [
+                    py,
+                    __file__,
+                    "--child-profile",
+                    str(input_dir),
+                    str(warm / f"{encoder}.parquet"),
+                    str(root),
+                    encoder,
+                    str(cfg.n_boot),
+                ]
+            )
+    runs: dict[str, list[dict[str, float]]] = {}
+    outputs: dict[str, Path] = {}
+    for r in range(repeats):
+        plain_out = work / f"plain-{r}.parquet"
+        runs.setdefault("plain script", []).append(
+            run_child([py, str(PLAIN_SCRIPT), str(input_dir), str(plain_out)])
+        )
+        outputs["plain script"] = plain_out
+        for encoder in encoders:
+            fresh = work / f"fresh-{encoder}-{r}" / "indexes"
+            shutil.rmtree(fresh.parent, ignore_errors=True)
+            fresh.mkdir(parents=True)
+            for pattern in ONCE_PER_DIRECTORY:
+                for kept in (warm / encoder / "indexes").glob(pattern):
+                    shutil.copytree(kept, fresh / kept.name)
+            out = work / f"simscope-{encoder}-{r}.parquet"
+            runs.setdefault(f"simscope {encoder}", []).append(
+                run_child(
+                    [
+                        py,
+                        __file__,
+                        "--child-profile",
+                        str(input_dir),
+                        str(out),
+                        str(fresh),
+                        encoder,
+                        str(cfg.n_boot),
+                    ]
+                )
+            )
+            outputs[f"simscope {encoder}"] = out
+            shutil.rmtree(fresh.parent, ignore_errors=True)
+    medians = {
+        method: {k: statistics.median(run[k] for run in rs) for k in rs[0]}
+        for method, rs in runs.items()
+    }
+    plain_cpu = medians["plain script"]["cpu_s"]
+    recovery: dict[str, Any] = {}
+    for method, path in outputs.items():
+        table = pl.read_parquet(path)
+        if method == "plain script":
+            recovery[method] = {f"{s}/{m}": rho for (s, m), rho in plain_recovery(table).items()}
+            continue
+        seed0 = table.filter(pl.col("model").is_in([model_name(p) for p in SHARES]))
+        rec = recovery_table(seed0, SHARES).filter(
+            pl.col("metric").map_elements(is_headline, return_dtype=pl.Boolean)
+        )
+        recovery[method] = {
+            f"{r['slice']}/{r['metric']}": (r["rho"], r["n_adjacent_separated"])
+            for r in rec.iter_rows(named=True)
+        }
+    print(
+        f"\nEnd to end, {sizes['corpora']} corpora ({sizes['docs']} documents, "
+        f"{sizes['distinct_docs']} distinct) x {prefs.height} pairs x {len(cfg.slices)} slices, "
+        f"n_boot {cfg.n_boot}; fresh process and empty caches per run, median of {repeats}; "
+        f"CPU = user + system of the process tree (os.wait4); {cpu_flags()}"
+    )
+    print("| method | CPU s | ratio to plain (CPU) | wall s | peak RSS MB |")
+    print("|---|---|---|---|---|")
+    for method, m in medians.items():
+        print(
+            f"| {method} | {m['cpu_s']:.1f} | {m['cpu_s'] / plain_cpu:.3f}x "
+            f"({plain_cpu / m['cpu_s']:.1f}x faster) | {m['wall_s']:.1f} | {m['peak_rss_mb']:.0f} |"
+        )
+    for encoder, m in first_use.items():
+        print(
+            f"| simscope {encoder}, first run in a new indexes directory (measures the "
+            f"runtimes{', distils the static encoder' if encoder != 'transformer' else ''}) "
+            f"| {m['cpu_s']:.1f} | {m['cpu_s'] / plain_cpu:.3f}x | {m['wall_s']:.1f} "
+            f"| {m['peak_rss_mb']:.0f} |"
+        )
+    keys = sorted({k for rec in recovery.values() for k in rec})
+    print(
+        "\nHeadline recovery on the seed-0 corpora (simscope: rho / adjacent steps separated;"
+        " plain: rho, no intervals):"
+    )
+    print("| slice/metric | " + " | ".join(recovery) + " |")
+    print("|---|" + "---|" * len(recovery))
+    for key in keys:
+        cells = []
+        for rec in recovery.values():
+            v = rec.get(key)
+            if v is None:
+                cells.append("-")
+            elif isinstance(v, tuple):
+                cells.append(f"{fmt(v[0])} / {v[1]}/5")
+            else:
+                cells.append(fmt(v))
+        print(f"| {key} | " + " | ".join(cells) + " |")
+    return {
+        "sizes": sizes,
+        "medians": medians,
+        "runs": runs,
+        "first_use": first_use,
+        "recovery": {
+            m: {k: list(v) if isinstance(v, tuple) else v for k, v in r.items()}
+            for m, r in recovery.items()
+        },
+    }
+
+
+def cpu_flags() -> str:
+    """The CPU model and the vector/matrix extensions it reports (printed, never used)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")),
+        "?",
+    )
+    flags = next(
+        (ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []
+    )
+    wanted = [f for f in flags if f.startswith(("avx", "amx", "fma", "f16c", "vnni"))]
+    return f"CPU {model} x{_cpus()}, flags {' '.join(sorted(wanted)) or 'none of avx*/amx*'}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--path", choices=("a", "b", "both"), default="both")
@@ -330,16 +575,39 @@ def main() -> None:
     ap.add_argument("--lm-steps", type=int, default=None)
     ap.add_argument("--gen-docs", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--encoder", choices=("transformer", "static", "auto"), default="transformer")
+    ap.add_argument(
+        "--per-slice-scales",
+        action="store_true",
+        help="chunk corpora at each slice's own length (as before one scale for all)",
+    )
     ap.add_argument("--work-dir", type=Path, default=None, help="cache (default: a temp dir)")
     ap.add_argument("--json", type=Path, default=None, help="also write the tables here")
+    ap.add_argument(
+        "--timing",
+        action="store_true",
+        help="end to end instead: simscope (each of --timing-encoders) vs the plain script",
+    )
+    ap.add_argument("--timing-encoders", default="transformer,static")
+    ap.add_argument("--corpus-seeds", type=int, default=1, help="--timing: mixture seeds")
+    ap.add_argument("--repeats", type=int, default=1, help="--timing: fresh runs per method")
+    ap.add_argument("--child-profile", nargs=5, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child_profile:
+        in_dir, out_file, root, encoder, n_boot = args.child_profile
+        child_profile(Path(in_dir), Path(out_file), Path(root), encoder, int(n_boot))
+        return
 
     base = (
         RecoveryConfig(n_chars=80_000, slices=("chosen",), lm_steps=200, gen_docs=128)
         if args.quick
         else RecoveryConfig()
     )
-    overrides: dict[str, Any] = {"seed": args.seed}
+    overrides: dict[str, Any] = {
+        "seed": args.seed,
+        "encoder": args.encoder,
+        "per_slice_scales": args.per_slice_scales,
+    }
     for key, value in (
         ("n_pairs", args.pairs),
         ("n_chars", args.chars),
@@ -367,6 +635,19 @@ def main() -> None:
     tables: dict[str, pl.DataFrame] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work_dir or Path(tmp)
+        if args.timing:
+            out["timing"] = timing(
+                prefs,
+                corpora,
+                cfg,
+                work,
+                seeds=args.corpus_seeds,
+                repeats=args.repeats,
+                encoders=args.timing_encoders.split(","),
+            )
+            if args.json:
+                args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")
+            return
         for which, fn in (("a", path_a), ("b", path_b)):
             if args.path not in (which, "both"):
                 continue
@@ -393,8 +674,6 @@ def main() -> None:
 
 
 def _cpus() -> int:
-    import os
-
     return len(os.sched_getaffinity(0))
 
 

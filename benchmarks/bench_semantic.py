@@ -4,10 +4,15 @@ Runs, in one process and on the same texts (HH-RLHF chosen transcripts, "long", 
 HH-RLHF assistant replies, "short"):
 
 - sentence-transformers' default ``encode`` (fp32, batch 32): the baseline;
-- the encoder back-ends simscope can pick (torch bf16 weights, OpenVINO fp32 and bf16), each
-  truncating at the model window like the baseline, with their cosine agreement to it;
-- simscope's full ``Embedder.embed`` (default back-end, long texts windowed and pooled rather
-  than truncated, duplicates removed) on an empty cache, and again on the warm cache;
+- the transformer runtimes simscope can pick (torch bf16 weights; OpenVINO fp32 and bf16, fed
+  in order of token count, batch 16), each truncating at the model window like the baseline,
+  with their cosine agreement to it; the one ``semantic.backend = "auto"`` measured and kept
+  for this machine is marked;
+- simscope's full ``Embedder.embed`` (the measured runtime, long texts windowed and pooled
+  rather than truncated, duplicates removed) on an empty cache, and again on the warm cache;
+- the static encoder (model2vec, distilled from the same model; ``semantic.encoder =
+  "static"``): throughput only, since its vectors live in another space (no cosine to the
+  baseline): its quality is its recovery in bench_recovery;
 - FAISS exact (IndexFlatIP) vs IVF (simscope's index above the cut-off) and HNSW, at a size
   above the exact cut-off: build time,
   query time and recall@10 against exact. The vectors are blends of the real embeddings from
@@ -30,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +44,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import faiss
 
+from simscope.semantic.choice import choice_path, resolve
 from simscope.semantic.config import SemanticConfig
 from simscope.semantic.embed import (
     Embedder,
+    StaticEmbedder,
     _compile_openvino,
     _load_sentence_transformer,
     cpu_has_bf16,
@@ -115,6 +123,13 @@ def main() -> None:
     ap.add_argument(
         "--faiss-only", action="store_true", help="skip the encoder table (embed --n-short)"
     )
+    ap.add_argument(
+        "--indexes",
+        type=Path,
+        default=None,
+        help="an indexes directory holding the measured choice and the static encoder "
+        "(default: a scratch one: the choice is measured and the static encoder distilled)",
+    )
     args = ap.parse_args()
     if args.faiss_only:
         short = load_texts(0, args.n_short)["short"]
@@ -122,7 +137,12 @@ def main() -> None:
         return
     texts = load_texts(args.n_long, args.n_short)
     rows: list[tuple[str, str, int, float, float, float, str]] = []
-    cfg = SemanticConfig()
+    scratch = Path(tempfile.mkdtemp())
+    indexes = args.indexes or scratch / "indexes"
+    t = time.perf_counter()
+    cfg = resolve(SemanticConfig(), indexes)  # the runtime "auto" measured on this machine
+    choice_s = time.perf_counter() - t
+    chosen = f"openvino {cfg.precision}" if cfg.backend == "openvino" else f"torch {cfg.precision}"
     path = Embedder(cfg).path
     st_fp32 = _load_sentence_transformer(path, "fp32")
     st_bf16 = _load_sentence_transformer(path, "bf16")
@@ -130,13 +150,20 @@ def main() -> None:
     _compile_openvino(path, "bf16")
     _compile_openvino(path, "fp32")
     setup_s = time.perf_counter() - t
-    ov = {p: Embedder(SemanticConfig(precision=p), backend="openvino") for p in ("fp32", "bf16")}
+    base = SemanticConfig(encoder="transformer")
+    ov = {
+        "fp32": Embedder(replace(base, precision="fp32"), backend="openvino"),
+        "bf16": Embedder(replace(base, precision="bf16"), backend="openvino"),
+    }
     for e in ov.values():  # warm up
         e._encode_pieces(["warm up"] * 8, False)
     st_fp32.encode(["warm up"] * 8)
     st_bf16.encode(["warm up"] * 8)
+    t = time.perf_counter()
+    static = StaticEmbedder(replace(base, encoder="static"), indexes)
+    static_s = time.perf_counter() - t
+    static.encode(["warm up"] * 8, progress=False)
     all_vectors = []
-    scratch = Path(tempfile.mkdtemp())
     for kind, data in texts.items():
         root = scratch / kind
         baseline = "sentence-transformers encode fp32 (baseline)"
@@ -148,9 +175,12 @@ def main() -> None:
                     st_bf16.encode(d, batch_size=32, convert_to_tensor=True).float().numpy()
                 ),
             ),
-            ("openvino fp32", lambda d=data: ov["fp32"]._encode_pieces(d, False)),
             (
-                "openvino bf16 (simscope default)",
+                "openvino fp32" + (" (auto here)" if chosen == "openvino fp32" else ""),
+                lambda d=data: ov["fp32"]._encode_pieces(d, False),
+            ),
+            (
+                "openvino bf16" + (" (auto here)" if chosen == "openvino bf16" else ""),
                 lambda d=data: ov["bf16"]._encode_pieces(d, False),
             ),
             (
@@ -158,13 +188,19 @@ def main() -> None:
                 lambda d=data, r=root: embed_fresh(cfg, d, r),
             ),
             ("simscope embed, warm cache (re-run)", lambda d=data, r=root: embed_cached(cfg, d, r)),
+            (
+                "static encoder (model2vec, 256 dims)",
+                lambda d=data: static.encode(d, progress=False),
+            ),
         ]
         results = run_interleaved(methods, args.repeats)
         base_wall, base_cpu, base = results[baseline]
         base = unit(base)
         all_vectors.append(base)
         for name, (wall, cpu, vectors) in results.items():
-            if name.startswith("simscope embed, empty"):
+            if name.startswith("static encoder"):
+                quality = "n/a: another vector space; judged by recovery (bench_recovery)"
+            elif name.startswith("simscope embed, empty"):
                 quality = "n/a: pools all tokens, baseline truncates"
             elif name.startswith("simscope embed, warm"):
                 quality = "same vectors as the empty-cache run"
@@ -172,11 +208,16 @@ def main() -> None:
                 cos = np.sum(unit(vectors) * base, axis=1)
                 quality = f"{cos.mean():.5f} (min {cos.min():.4f})"
             rows.append((kind, name, len(data), wall, base_wall / wall, base_cpu / cpu, quality))
-    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.rmtree(scratch / "long", ignore_errors=True)
+    shutil.rmtree(scratch / "short", ignore_errors=True)
+    if args.indexes is None:
+        shutil.rmtree(scratch, ignore_errors=True)
 
     print(
-        f"# CPU: {os.cpu_count()} cores, native bf16: {cpu_has_bf16()}; "
-        f"openvino convert+compile (once per process): {setup_s:.1f} s; "
+        f"# {cpu_flags()}; /proc/cpuinfo lists native bf16: {cpu_has_bf16()} (printed, not "
+        f"used); runtime measured for 'auto': {chosen} ({choice_s:.1f} s, kept in "
+        f"{choice_path(cfg, indexes).name}); openvino convert+compile (once per process): "
+        f"{setup_s:.1f} s; static encoder load or distil: {static_s:.1f} s; "
         f"median of {args.repeats}",
         file=sys.stdout,
     )
@@ -193,6 +234,20 @@ def main() -> None:
         )
     print()
     faiss_table(np.concatenate(all_vectors), args)
+
+
+def cpu_flags() -> str:
+    """The CPU model and the vector/matrix extensions it reports."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")),
+        "?",
+    )
+    flags = next(
+        (ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []
+    )
+    wanted = sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "f16c", "vnni")))
+    return f"CPU {model}, {os.cpu_count()} cores, flags {' '.join(wanted) or '-'}"
 
 
 def faiss_table(real: np.ndarray, args: argparse.Namespace) -> None:

@@ -41,9 +41,10 @@ HEADLINE: frozenset[str] = frozenset(
 """The closeness metrics to read first: each recovered known mixtures of real text
 monotonically in benchmarks/bench_recovery.py (Spearman 1.00 on imported corpora; bits per
 byte 1.00 and the others >= 0.94 through tiny LMs on the chosen slice). Left out on that
-evidence: recall (0.49-0.71 through the LM), precision and the match rate (fall to 0.54 and
-0.90 on the rejected slice). MAUVE stays, but through sampled probes it fell to 0.60 on the
-rejected slice and its values stay near 0: trust it most for imported corpora."""
+evidence: precision and the match rate (fall to 0.54 and 0.90 on the rejected slice). Recall
+is not computed at all: it moved against the truth (simscope.semantic.scorer). MAUVE stays,
+but through sampled probes it fell to 0.77-0.83 (one chunk scale for all slices) and its
+values stay near 0: trust it most for imported corpora."""
 
 
 def is_headline(name: str) -> bool:
@@ -231,11 +232,13 @@ _add(
 
 
 # -- semantic ------------------------------------------------------------------------------
-# Embeddings: all-MiniLM-L6-v2 by default, unit vectors, cosine similarity. Corpus documents are
-# cut into chunks of about the slice's median word count (a power of 2 in [16, 128]); texts
-# longer than the encoder window are embedded in windows whose vectors are averaged (weighted by
-# tokens). "Real" = the slice's texts, "fake" = the corpus chunks. k-NN radii of the slice's
-# texts are computed on the whole slice, so a topic (a scope) is measured with the same balls.
+# Embeddings: all-MiniLM-L6-v2 by default (or a static model2vec encoder distilled from it,
+# semantic.encoder), unit vectors, cosine similarity. Corpus documents are cut into chunks of
+# one length for every slice, the median word count of all the preference texts (a power of 2
+# in [16, 128]); texts longer than the encoder window are embedded in windows whose vectors are
+# averaged (weighted by tokens). "Real" = the slice's texts, "fake" = the corpus chunks. k-NN
+# radii of the slice's texts are computed on the whole slice, so a topic (a scope) is measured
+# with the same balls.
 _SEMANTIC_REF_PRDC = (
     "Kynkaanniemi et al. 2019, 'Improved precision and recall metric for assessing "
     "generative models'; Naeem et al. 2020, 'Reliable fidelity and diversity metrics for "
@@ -275,17 +278,6 @@ _add(
             "inside that topic's balls. Its interval resamples the corpus chunks with the "
             "balls held fixed (resampling the texts would shrink the union of balls and bias "
             "the interval down)."
-        ),
-        closer_when="higher",
-        family="closeness",
-        reference=_SEMANTIC_REF_PRDC,
-    ),
-    MetricSpec(
-        name="semantic.recall_k*",
-        definition=(
-            "Share of the slice's texts inside the k-NN ball (among corpus chunks) of at least "
-            "one corpus chunk (Kynkaanniemi et al. recall: is the preference data found in the "
-            "corpus?)."
         ),
         closer_when="higher",
         family="closeness",

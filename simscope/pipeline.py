@@ -58,7 +58,7 @@ from simscope.select import (
     select_models,
     write_selection,
 )
-from simscope.semantic.index import choose_chunk_words, chunk_document
+from simscope.semantic.index import chunk_document, profile_chunk_words
 from simscope.semantic.scorer import SemanticScorer, embed_texts
 from simscope.semantic.topics import Topics, fit_topics, topic_mass
 from simscope.storage import (
@@ -157,6 +157,7 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
         n_boot=cfg.n_boot,
         rebuild=rebuild_indexes,
         progress=False,
+        slice_texts={s: prefs.get_column(s).to_list() for s in cfg.slices},
     )
     profile_cfg = ProfileConfig(
         n_boot=cfg.n_boot,
@@ -387,7 +388,7 @@ def _build_indexes_on_engine(
     lexical = replace(cfg.lexical, seed=cfg.seed)
     texts = {s: prefs.get_column(s).to_list() for s in cfg.slices}
     scales = sorted({w for t in texts.values() for w in minhash_scales(t, lexical)})
-    chunk_words = sorted({choose_chunk_words(t) for t in texts.values()})
+    chunk_words = profile_chunk_words(texts, cfg.semantic)  # one scale, as SemanticScorer
     shards = {
         name: _corpus_shards(root, name, corpora[name], execution, rebuild) for name in corpora
     }
@@ -405,17 +406,16 @@ def _build_indexes_on_engine(
             )
             if not cfg.stages.semantic:
                 continue
-            for words in chunk_words:
-                build_sharded_semantic_index(
-                    shards[name],
-                    root,
-                    cfg.semantic,
-                    engine,
-                    chunk_words=words,
-                    num_gpus=execution.model_gpus,
-                    rebuild=rebuild,
-                    progress=progress,
-                )
+            build_sharded_semantic_index(
+                shards[name],
+                root,
+                cfg.semantic,
+                engine,
+                chunk_words=chunk_words,
+                num_gpus=execution.model_gpus,
+                rebuild=rebuild,
+                progress=progress,
+            )
     finally:
         engine.close()
 

@@ -23,7 +23,10 @@ def test_headline_metrics_are_documented_closeness_or_likelihood() -> None:
         assert s.name == name
         assert s.family in ("closeness", "likelihood")
     assert is_headline("semantic.coverage_k5")
-    assert not is_headline("semantic.recall_k5")
+    assert not is_headline("semantic.precision_k5")
+    # recall moved against the truth on known mixtures (simscope.semantic.scorer): gone
+    with pytest.raises(SimscopeError, match=r"unknown metric 'semantic\.recall_k5'"):
+        spec("semantic.recall_k5")
     # contamination checks are reported beside closeness, never as headline closeness
     assert not is_headline("lexical.containment_13gram")
 

@@ -1,13 +1,16 @@
 """The semantic index of a sharded corpus: chunk embeddings computed by an actor pool.
 
-Each worker loads the encoder once (:func:`simscope.semantic.embed.get_embedder`; on Ray an
-actor, which may hold a GPU), then per work unit cuts its documents with the semantic
-stage's :func:`~simscope.semantic.index.chunk_document` and embeds the chunks
-(:meth:`~simscope.semantic.embed.Embedder.embed`), writing vectors and chunk-to-row parts
-under the index's ``.incomplete/parts/``. The driver concatenates them (memory-mapped) and
-builds the FAISS index and k-NN radii as the in-memory builder does: those need all vectors
-in one process (1.5 KiB per chunk at 384 dimensions). Workers do not use the embedding cache
-(one cache file, appended by one process at a time).
+The driver resolves the encoder first (``auto`` measured once per indexes directory, the
+static encoder distilled there at first use), so every worker embeds with the same one.
+Each worker loads it once (:func:`simscope.semantic.embed.get_embedder`; on Ray an actor,
+which may hold a GPU), then per work unit cuts its documents with the semantic stage's
+:func:`~simscope.semantic.index.chunk_document` and embeds the chunks through the embedding
+cache under the indexes directory (:meth:`~simscope.semantic.embed.Encoder.embed`: a chunk
+embedded by an earlier run, another corpus or another worker is not embedded again; each
+write is its own atomically renamed shard, so workers never collide), writing vectors and
+chunk-to-row parts under the index's ``.incomplete/parts/``. The driver concatenates them
+(memory-mapped) and builds the FAISS index as the in-memory builder does: it needs all
+vectors in one process (1.5 KiB per chunk at 384 dimensions).
 
 Vectors match :func:`simscope.semantic.index.build_semantic_index` within float tolerance
 (encoder batches are composed differently); chunk rows exactly.
@@ -35,20 +38,22 @@ from simscope.engine.shards import (
     read_unit,
 )
 from simscope.errors import SimscopeError
+from simscope.semantic.choice import resolve
 from simscope.semantic.config import SemanticConfig
 from simscope.semantic.embed import get_embedder
 from simscope.semantic.index import (
+    DEFAULT_CHUNK_WORDS,
     FAISS_FILE,
     INDEX_KIND,
     SemanticIndex,
     _index_params,
     chunk_document,
     index_kind_for,
-    knn_radii,
+    index_path,
     load_semantic_index,
     make_faiss_index,
 )
-from simscope.storage import atomic_dir, save_array, slug, write_manifest
+from simscope.storage import atomic_dir, save_array, write_manifest
 
 _READ_DOCS = 1024  # documents read and embedded at a time within a unit
 
@@ -64,27 +69,30 @@ def build_semantic_index(
     rebuild: bool = False,
     progress: bool = True,
 ) -> SemanticIndex:
-    """Load ``indexes/semantic-<model>-w<W>`` if it matches, else build it from the shards.
+    """Load ``indexes/semantic-<model>-<encoder>-w<W>`` if it matches, else build it from
+    the shards.
 
     ``num_gpus``: GPUs per embedding worker on Ray (the encoder then runs where torch puts
     it). Errors as :func:`simscope.semantic.index.build_semantic_index`, and shards out of
     ``doc_id`` order are refused.
     """
-    root = Path(index_root)
-    words = chunk_words or cfg.chunk_words
+    root = Path(index_root).resolve()
+    words = chunk_words or cfg.chunk_words or DEFAULT_CHUNK_WORDS
     model = first_model(shards)
     units = plan_units(shards, engine.unit_docs)
-    path = root / f"semantic-{slug(model)}-w{words}"
+    cfg = resolve(cfg, root)  # workers must not measure (or distill) on their own
+    here_embedder = get_embedder(cfg, root)
+    path = index_path(root, model, here_embedder, words)
     if path.exists() and not rebuild:
         summaries = engine.map_units(_ScanTask(), units, desc=f"hash {model}", progress=progress)
         input_hash, _ = check_corpus(summaries, units, model)
-        params = _index_params(model, get_embedder(cfg), cfg, words, input_hash)
+        params = _index_params(model, here_embedder, cfg, words, input_hash)
         return load_semantic_index(path, params, cfg)
     with atomic_dir(path, overwrite=True) as tmp:
         parts = tmp / "parts"
         parts.mkdir()
         summaries = engine.map_units_stateful(
-            _EmbedTaskFactory(cfg, words, str(parts)),
+            _EmbedTaskFactory(cfg, words, str(parts), str(root)),
             units,
             desc=f"embed {model}",
             num_gpus=num_gpus,
@@ -98,7 +106,7 @@ def build_semantic_index(
                 f"({len(identities)} identities, e.g. back-end or precision differ between "
                 "nodes); set semantic.precision explicitly or use one kind of worker"
             )
-        here = get_embedder(cfg).identity
+        here = here_embedder.identity
         if summaries[0]["identity"] != here:
             # The index would be refused on load: this process embeds the queries.
             raise SimscopeError(
@@ -111,10 +119,8 @@ def build_semantic_index(
         shutil.rmtree(parts)
         kind = index_kind_for(len(chunk_doc), cfg)
         index = make_faiss_index(vectors, kind, cfg)
-        radii = knn_radii(vectors, cfg.k_nn, index if kind == "hnsw-ip" else None)
         save_array(tmp, "vectors", vectors)
         save_array(tmp, "chunk_doc", chunk_doc)
-        save_array(tmp, "radii", radii)
         faiss.write_index(index, str(tmp / FAISS_FILE))
         params = _index_params(model, cast(Any, _Identity(identity)), cfg, words, input_hash)
         manifest = write_manifest(
@@ -129,7 +135,7 @@ def build_semantic_index(
                 "execution": {"engine": engine.name, "units": len(units)},
             },
         )
-    return SemanticIndex(path, root, model, vectors, chunk_doc, radii, index, manifest)
+    return SemanticIndex(path, root, model, vectors, chunk_doc, index, manifest)
 
 
 @dataclass(frozen=True)
@@ -155,14 +161,16 @@ class _EmbedTaskFactory:
     cfg: SemanticConfig
     chunk_words: int
     parts: str
+    root: str
 
     def __call__(self) -> _EmbedTask:
-        return _EmbedTask(self.cfg, self.chunk_words, self.parts)
+        return _EmbedTask(self.cfg, self.chunk_words, self.parts, self.root)
 
 
 class _EmbedTask:
-    def __init__(self, cfg: SemanticConfig, chunk_words: int, parts: str) -> None:
-        self.embedder = get_embedder(cfg)
+    def __init__(self, cfg: SemanticConfig, chunk_words: int, parts: str, root: str) -> None:
+        self.embedder = get_embedder(cfg, Path(root))
+        self.cache = self.embedder.cache(Path(root))
         self.chunk_words = chunk_words
         self.parts = Path(parts)
 
@@ -178,7 +186,7 @@ class _EmbedTask:
                 pieces = chunk_document(text, self.chunk_words)
                 chunks.extend(pieces)
                 owner.extend([done + i] * len(pieces))
-            vectors.append(self.embedder.embed(chunks, None, progress=False))
+            vectors.append(self.embedder.embed(chunks, self.cache, progress=False))
             docs.append(np.asarray(owner, dtype=np.int64))
             done += len(batch.texts)
         dim = self.embedder.dim

@@ -2,12 +2,13 @@
 metrics and topics of the preference data. Knows nothing of n-grams."""
 
 from simscope.semantic.config import SemanticConfig
-from simscope.semantic.embed import Embedder, get_embedder
+from simscope.semantic.embed import Embedder, Encoder, StaticEmbedder, get_embedder
 from simscope.semantic.index import (
     SemanticIndex,
     build_semantic_index,
     choose_chunk_words,
     chunk_document,
+    profile_chunk_words,
 )
 from simscope.semantic.scorer import (
     SemanticScorer,
@@ -20,10 +21,12 @@ from simscope.semantic.topics import Topics, assign_topics, fit_topics, topic_ma
 
 __all__ = [
     "Embedder",
+    "Encoder",
     "SemanticConfig",
     "SemanticIndex",
     "SemanticScorer",
     "SemanticTextScores",
+    "StaticEmbedder",
     "Topics",
     "assign_topics",
     "build_semantic_index",
@@ -32,6 +35,7 @@ __all__ = [
     "fit_topics",
     "get_embedder",
     "metric_names",
+    "profile_chunk_words",
     "semantic_estimators",
     "semantic_estimators_with_scores",
     "topic_mass",

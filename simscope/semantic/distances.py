@@ -23,48 +23,75 @@ and a neighbour exactly on the ball's edge must count as inside."""
 
 @dataclass(frozen=True)
 class NeighbourhoodPass:
-    """What one blockwise pass over (corpus x slice) similarities leaves behind.
+    """What one blockwise pass over all (corpus chunk, slice text) similarities leaves behind.
+
+    Every semantic metric that looks at neighbours reads this one pass (the similarities are
+    computed once per corpus and slice, exactly, whatever FAISS index the corpus has):
 
     ``in_real``: sparse (m, n) bool, corpus chunk ``j`` inside real text ``i``'s k-NN ball.
-    ``recalled``: per real text, some corpus chunk's k-NN ball contains it.
     ``nearest_real``: per corpus chunk, the real text it is most similar to.
+    ``nn_cosine`` / ``nn_chunk``: per real text, the most similar chunk and its cosine.
+    ``covered``: per real text, the share of the ``draws`` (subsets of the chunks) holding a
+    chunk inside its k-NN ball (NaN when no draws were given).
     """
 
     in_real: sp.csr_matrix
-    recalled: np.ndarray
     nearest_real: np.ndarray
+    nn_cosine: np.ndarray
+    nn_chunk: np.ndarray
+    covered: np.ndarray
 
 
 def neighbourhood_pass(
     fake: np.ndarray,
     real: np.ndarray,
     real_radii: np.ndarray,
-    fake_radii: np.ndarray,
+    draws: list[np.ndarray] | None = None,
     block: int = 2048,
 ) -> NeighbourhoodPass:
     """Exact blockwise pass over all (fake, real) cosine similarities.
 
     Radii are cosine similarities to the k-th neighbour: "inside the ball" is
-    ``sim >= radius``, the same as ``distance <= radius`` for unit vectors.
+    ``sim >= radius``, the same as ``distance <= radius`` for unit vectors. ``draws``: index
+    arrays into ``fake`` (the equal-size subsamples of coverage).
     """
     m, n = fake.shape[0], real.shape[0]
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
-    recalled = np.zeros(n, dtype=bool)
     nearest = np.zeros(m, dtype=np.int64)
+    nn_cos = np.full(n, -np.inf, dtype=np.float32)
+    nn_chunk = np.full(n, -1, dtype=np.int64)
+    draws = draws or []
+    in_draw = np.zeros((len(draws), m), dtype=bool)
+    for d, idx in enumerate(draws):
+        in_draw[d, idx] = True
+    draw_best = np.full((len(draws), n), -np.inf, dtype=np.float32)
     real_t = np.ascontiguousarray(real.T, dtype=np.float32)
     for start in range(0, m, block):
-        sims = fake[start : start + block] @ real_t
+        sims = np.ascontiguousarray(fake[start : start + block], dtype=np.float32) @ real_t
+        stop = start + sims.shape[0]
         r, c = np.nonzero(sims >= real_radii[None, :] - RADIUS_TOLERANCE)
         rows.append(r + start)
         cols.append(c)
-        recalled |= (sims >= fake_radii[start : start + block, None] - RADIUS_TOLERANCE).any(axis=0)
         if n:
-            nearest[start : start + sims.shape[0]] = sims.argmax(axis=1)
+            nearest[start:stop] = sims.argmax(axis=1)
+            best = sims.argmax(axis=0)
+            best_sim = sims[best, np.arange(n)]
+            better = best_sim > nn_cos  # ties keep the first chunk, as a FAISS search does
+            nn_cos[better] = best_sim[better]
+            nn_chunk[better] = best[better] + start
+            for d in range(len(draws)):
+                picked = in_draw[d, start:stop]
+                if picked.any():
+                    np.maximum(draw_best[d], sims[picked].max(axis=0), out=draw_best[d])
     r_all = np.concatenate(rows) if rows else np.empty(0, np.int64)
     c_all = np.concatenate(cols) if cols else np.empty(0, np.int64)
     in_real = sp.csr_matrix((np.ones(r_all.size, dtype=np.float64), (r_all, c_all)), shape=(m, n))
-    return NeighbourhoodPass(in_real, recalled, nearest)
+    if draws:
+        covered = (draw_best >= real_radii[None, :] - RADIUS_TOLERANCE).mean(axis=0)
+    else:
+        covered = np.full(n, np.nan)
+    return NeighbourhoodPass(in_real, nearest, nn_cos.astype(np.float64), nn_chunk, covered)
 
 
 def density_statistic(in_real: sp.csr_matrix, k: int) -> Statistic:

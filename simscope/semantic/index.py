@@ -1,13 +1,12 @@
-"""The semantic index of one probe corpus: chunk embeddings, a FAISS index, k-NN radii.
+"""The semantic index of one probe corpus: chunk embeddings and a FAISS index.
 
-``indexes/semantic-<model>-w<W>/`` holds, with its manifest:
+``indexes/semantic-<model>-<encoder>-w<W>/`` (encoder ``transformer`` or ``static``) holds,
+with its manifest:
 
 - ``vectors.npy``: float32 unit vectors of the corpus's chunks (documents cut into pieces of
   about ``W`` words, so a preference text is compared with corpus text of its own length
   scale; DESIGN.md, granularity), in (doc_id, position) order;
 - ``chunk_doc.npy``: the document (row of the doc_id-sorted corpus) of each chunk;
-- ``radii.npy``: each chunk's cosine similarity to its k-th nearest other chunk (the k-NN
-  radius of precision/recall/density/coverage, stored as a similarity);
 - ``faiss.index``: ``IndexFlatIP`` (exact) up to ``exact_max_rows`` chunks, ``IndexIVFFlat``
   (inner product, seeded k-means lists) above, written with FAISS's own ``write_index``.
 
@@ -19,18 +18,21 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 import polars as pl
+from threadpoolctl import threadpool_limits
 
 from simscope.errors import SimscopeError
 from simscope.records import split_probe_corpus
 from simscope.semantic.config import SemanticConfig
-from simscope.semantic.embed import Embedder, get_embedder
+from simscope.semantic.distances import GaussianFit
+from simscope.semantic.embed import Encoder, get_embedder
 from simscope.storage import (
     atomic_dir,
     hash_corpus_texts,
@@ -44,12 +46,14 @@ from simscope.storage import (
 logger = logging.getLogger(__name__)
 
 INDEX_KIND = "semantic"
+DEFAULT_CHUNK_WORDS = 64
+"""The chunk length of an index built without a profile's texts to choose one from."""
 FAISS_FILE = "faiss.index"
 _WORD = re.compile(r"\S+")
 
 
-def choose_chunk_words(texts: list[str]) -> int:
-    """Chunk length for corpus documents: the slice's median words, a power of 2 in [16, 128].
+def choose_chunk_words(texts: Sequence[str]) -> int:
+    """Chunk length for corpus documents: the texts' median words, a power of 2 in [16, 128].
 
     128 words (about 170 word pieces) still fit the default encoder window of 256.
     """
@@ -57,6 +61,23 @@ def choose_chunk_words(texts: list[str]) -> int:
     counts = counts[counts > 0]
     median = float(np.median(counts)) if counts.size else 64.0
     return int(2 ** np.clip(np.round(np.log2(max(median, 1.0))), 4, 7))
+
+
+def profile_chunk_words(slice_texts: Mapping[str, Sequence[str]], cfg: SemanticConfig) -> int:
+    """The one chunk length a profile cuts every corpus at, for all slices alike.
+
+    ``cfg.chunk_words`` when set; else :func:`choose_chunk_words` over the texts of every
+    slice together, so each corpus is embedded once (bench_recovery: one scale recovers the
+    mixtures as well as one per slice, see benchmarks/README.md).
+    """
+    if cfg.chunk_words is not None:
+        return cfg.chunk_words
+    return choose_chunk_words([t for texts in slice_texts.values() for t in texts])
+
+
+def index_path(root: Path, model: str, embedder: Encoder, chunk_words: int) -> Path:
+    """Where the semantic index of ``model``'s corpus at ``chunk_words`` lives."""
+    return Path(root) / f"semantic-{slug(model)}-{embedder.tag}-w{chunk_words}"
 
 
 def chunk_document(text: str, chunk_words: int) -> list[str]:
@@ -77,20 +98,28 @@ def chunk_document(text: str, chunk_words: int) -> list[str]:
 
 @dataclass
 class SemanticIndex:
-    """One corpus's chunk embeddings, FAISS index and k-NN radii."""
+    """One corpus's chunk embeddings and FAISS index."""
 
     path: Path
     root: Path
     model: str
     vectors: np.ndarray
     chunk_doc: np.ndarray
-    radii: np.ndarray
     faiss_index: Any
     manifest: dict[str, Any]
+    _gaussian: GaussianFit | None = field(default=None, repr=False, compare=False)
 
     @property
     def chunk_words(self) -> int:
         return int(self.manifest["params"]["chunk_words"])
+
+    def gaussian_fit(self) -> GaussianFit:
+        """Mean and covariance of the chunk vectors (the Fréchet distance's corpus side),
+        computed once per index."""
+        if self._gaussian is None:
+            with threadpool_limits(limits=1, user_api="blas"):
+                self._gaussian = GaussianFit.of(self.vectors)
+        return self._gaussian
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (similarities, chunk ids) of each query, best first."""
@@ -151,13 +180,12 @@ def knn_radii(vectors: np.ndarray, k: int, index: Any = None, block: int = 4096)
 
 
 def _index_params(
-    model: str, embedder: Embedder, cfg: SemanticConfig, chunk_words: int, input_hash: str
+    model: str, embedder: Encoder, cfg: SemanticConfig, chunk_words: int, input_hash: str
 ) -> dict[str, Any]:
     return {
         "model": model,
         "embedding": embedder.identity,
         "chunk_words": chunk_words,
-        "k_nn": cfg.k_nn,
         "exact_max_rows": cfg.exact_max_rows,
         "ivf": [cfg.ivf_lists_per_sqrt_rows, cfg.ivf_train_per_list, cfg.ivf_seed],
         "input_hash": input_hash,
@@ -173,18 +201,20 @@ def build_semantic_index(
     rebuild: bool = False,
     progress: bool = True,
 ) -> SemanticIndex:
-    """Load ``indexes/semantic-<model>-w<W>`` if it matches, else build it (atomically).
+    """Load ``indexes/semantic-<model>-<encoder>-w<W>`` if it matches, else build it
+    (atomically).
 
-    ``chunk_words`` (default ``cfg.chunk_words``; see :func:`choose_chunk_words`) sets the
-    corpus chunk length. An existing index built from other texts or parameters is refused
-    with a SimscopeError naming what differs, unless ``rebuild``.
+    ``chunk_words`` (default ``cfg.chunk_words``, else :data:`DEFAULT_CHUNK_WORDS`; see
+    :func:`profile_chunk_words`) sets the corpus chunk length. An existing index built from
+    other texts or parameters is refused with a SimscopeError naming what differs, unless
+    ``rebuild``.
     """
     model, texts = split_probe_corpus(corpus)
-    words = chunk_words or cfg.chunk_words
-    embedder = get_embedder(cfg)
-    params = _index_params(model, embedder, cfg, words, hash_corpus_texts(texts))
+    words = chunk_words or cfg.chunk_words or DEFAULT_CHUNK_WORDS
     root = Path(index_root)
-    path = root / f"semantic-{slug(model)}-w{words}"
+    embedder = get_embedder(cfg, root)
+    params = _index_params(model, embedder, cfg, words, hash_corpus_texts(texts))
+    path = index_path(root, model, embedder, words)
     if path.exists() and not rebuild:
         return load_semantic_index(path, params, cfg)
     chunks: list[str] = []
@@ -196,13 +226,10 @@ def build_semantic_index(
     vectors = embedder.embed(chunks, embedder.cache(root), progress=progress)
     kind = index_kind_for(len(chunks), cfg)
     index = make_faiss_index(vectors, kind, cfg)
-    # Exact radii up to the cut-off; above it the IVF index answers (recall@10 >= 0.95).
-    radii = knn_radii(vectors, cfg.k_nn, index if kind == "ivf-ip" else None)
     doc_array = np.asarray(chunk_doc, dtype=np.int64)
     with atomic_dir(path, overwrite=True) as tmp:
         save_array(tmp, "vectors", vectors)
         save_array(tmp, "chunk_doc", doc_array)
-        save_array(tmp, "radii", radii)
         faiss.write_index(index, str(tmp / FAISS_FILE))
         manifest = write_manifest(
             tmp,
@@ -223,7 +250,7 @@ def build_semantic_index(
         len(texts),
         kind,
     )
-    return SemanticIndex(path, root, model, vectors, doc_array, radii, index, manifest)
+    return SemanticIndex(path, root, model, vectors, doc_array, index, manifest)
 
 
 def load_semantic_index(path: Path, params: dict[str, Any], cfg: SemanticConfig) -> SemanticIndex:
@@ -231,18 +258,12 @@ def load_semantic_index(path: Path, params: dict[str, Any], cfg: SemanticConfig)
     manifest = read_manifest(path, INDEX_KIND, params)
     vectors = load_array(path, "vectors")
     chunk_doc = load_array(path, "chunk_doc")
-    radii = load_array(path, "radii")
     index: Any = faiss.read_index(str(Path(path) / FAISS_FILE))
     rows = manifest["rows"]
-    if (
-        vectors.shape[0] != rows
-        or chunk_doc.size != rows
-        or radii.size != rows
-        or index.ntotal != rows
-    ):
+    if vectors.shape[0] != rows or chunk_doc.size != rows or index.ntotal != rows:
         raise SimscopeError(f"{path}: array shapes disagree with the manifest; rebuild the index")
     if manifest.get("index_type") == "ivf-ip":
         index.nprobe = ivf_nprobe(index.nlist, cfg)
     return SemanticIndex(
-        Path(path), Path(path).parent, params["model"], vectors, chunk_doc, radii, index, manifest
+        Path(path), Path(path).parent, params["model"], vectors, chunk_doc, index, manifest
     )

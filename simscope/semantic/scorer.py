@@ -1,18 +1,33 @@
 """Semantic metrics of one slice's texts against one corpus's index, as ScopeEstimators.
 
-Per-text values (nearest-neighbour similarity, match, recall, coverage) are bootstrapped as
+What depends on the slice alone (its embeddings, k-NN radii and match threshold:
+:class:`SliceGeometry`) is computed once per slice and shared by every corpus; what depends
+on a corpus alone (its Gaussian fit) once per index; and one exact pass over the
+(chunk, text) similarities per corpus and slice feeds every neighbour metric (nearest
+neighbour, balls, coverage's subsamples, MAUVE's corpus side).
+
+Per-text values (nearest-neighbour similarity, match, coverage) are bootstrapped as
 means; density and the Fréchet distance are statistics of the bootstrap weight vector;
 precision (a share of corpus chunks) is bootstrapped over the chunks; MAUVE is averaged
 over clustering seeds and its interval is the seeds' spread
 (min, max), not a bootstrap. The k-NN radii of the slice's texts and the match threshold are
 computed once on the whole slice, so every scope (a topic) is measured with the same balls.
 Metric names and meanings are in ``simscope.metrics``.
+
+No recall (Kynkäänniemi et al.'s, with the corpus chunks' own k-NN balls): on known mixtures
+it fell as the in-domain share rose (bench_recovery, static encoder: 0.61 at p = 0 to 0.46 at
+p = 1 on the chosen slice, with the corpora within 3% of one size), because more in-domain
+chunks crowd each other, their balls shrink (the ball of the chunk nearest a text: cosine
+0.79 -> 0.86) and hold fewer preference texts. Equal-size subsampling of the corpus, which
+fixed coverage, leaves that in place (0.66 -> 0.52). Coverage (balls of the preference
+texts) asks the same question without the corpus's density in it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +39,6 @@ from threadpoolctl import threadpool_limits
 from simscope.metrics import spec
 from simscope.semantic.config import SemanticConfig
 from simscope.semantic.distances import (
-    RADIUS_TOLERANCE,
-    GaussianFit,
     density_statistic,
     frechet_statistic,
     mauve_of_reduced,
@@ -34,12 +47,15 @@ from simscope.semantic.distances import (
 )
 from simscope.semantic.embed import get_embedder
 from simscope.semantic.index import (
+    DEFAULT_CHUNK_WORDS,
     SemanticIndex,
     build_semantic_index,
     choose_chunk_words,
     knn_radii,
+    profile_chunk_words,
 )
 from simscope.stats import Estimate, ScopeEstimator, bootstrap, bootstrapped, mean_statistic
+from simscope.storage import hash_texts
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +71,6 @@ class SemanticTextScores:
     nn_chunk: np.ndarray
     match_threshold: float
     covered: np.ndarray  # share of equal-size corpus subsamples covering the text
-    recalled: np.ndarray
 
 
 def metric_names(cfg: SemanticConfig) -> list[str]:
@@ -65,7 +80,6 @@ def metric_names(cfg: SemanticConfig) -> list[str]:
         "semantic.nn_cosine",
         "semantic.nn_match_rate",
         f"semantic.precision_k{k}",
-        f"semantic.recall_k{k}",
         f"semantic.density_k{k}",
         f"semantic.coverage_k{k}",
         "semantic.mauve",
@@ -73,11 +87,22 @@ def metric_names(cfg: SemanticConfig) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class SliceGeometry:
+    """What a slice's texts give every corpus alike: their unit embeddings, each text's
+    k-NN radius among the slice, and the match threshold (median 1-NN cosine of the
+    slice's distinct texts)."""
+
+    queries: np.ndarray
+    radii: np.ndarray
+    match_threshold: float
+
+
 def embed_texts(
     index: SemanticIndex, texts: list[str], cfg: SemanticConfig, *, progress: bool = True
 ) -> np.ndarray:
     """Embeddings of ``texts`` with the index's encoder, through the cache beside the index."""
-    embedder = get_embedder(cfg)
+    embedder = get_embedder(cfg, index.root)
     built = index.manifest["params"]["embedding"]
     if built != embedder.identity:
         from simscope.errors import SimscopeError
@@ -89,52 +114,27 @@ def embed_texts(
     return embedder.embed(texts, embedder.cache(index.root), progress=progress)
 
 
-def subsampled_coverage(
-    queries: np.ndarray, corpus: np.ndarray, radii: np.ndarray, *, n_subsamples: int, seed: int
-) -> np.ndarray:
-    """Per text: the share of equal-size corpus subsamples with a chunk inside its k-NN ball.
+def slice_geometry(queries: np.ndarray, cfg: SemanticConfig) -> SliceGeometry:
+    """The slice's own neighbourhoods (no corpus involved)."""
+    # Calibrate on distinct texts: a repeated text would be its own perfect neighbour.
+    distinct = np.unique(queries, axis=0)
+    own_nn = knn_radii(distinct, 1)
+    threshold = float(np.quantile(own_nn, cfg.match_quantile)) if distinct.shape[0] > 1 else np.nan
+    return SliceGeometry(queries, knn_radii(queries, cfg.k_nn), threshold)
+
+
+def coverage_draws(n: int, m: int, *, n_subsamples: int, seed: int) -> list[np.ndarray]:
+    """The equal-size corpus subsamples coverage is measured on.
 
     Coverage compares two samples of one size (Naeem et al. 2020). Against a corpus with
     many more chunks than the slice has texts, almost every ball holds some chunk whatever
     the corpus contains (bench_recovery: 0.970 / 0.975 / 0.970 at 50 / 75 / 100% in-domain
     text), so the corpus side is subsampled to the slice's size, ``n_subsamples`` times.
     """
-    n, m = queries.shape[0], corpus.shape[0]
     if m <= n:
-        draws = [np.arange(m)]
-    else:
-        rng = np.random.default_rng(seed)
-        draws = [np.sort(rng.choice(m, size=n, replace=False)) for _ in range(n_subsamples)]
-    hits = np.zeros(n)
-    for idx in draws:
-        sample = np.ascontiguousarray(corpus[idx], dtype=np.float32)
-        for lo in range(0, n, 2048):
-            best = (queries[lo : lo + 2048] @ sample.T).max(axis=1)
-            hits[lo : lo + 2048] += best >= radii[lo : lo + 2048] - RADIUS_TOLERANCE
-    return hits / len(draws)
-
-
-def score_texts(
-    index: SemanticIndex, queries: np.ndarray, cfg: SemanticConfig, *, seed: int = 0
-) -> tuple[SemanticTextScores, np.ndarray]:
-    """Per-text nearest-neighbour values and the slice's own k-NN radii."""
-    sims, ids = index.search(queries, 1)
-    nn_cosine = sims[:, 0].astype(np.float64)
-    # Calibrate on distinct texts: a repeated text would be its own perfect neighbour.
-    distinct = np.unique(queries, axis=0)
-    own_nn = knn_radii(distinct, 1)
-    threshold = float(np.quantile(own_nn, cfg.match_quantile)) if distinct.shape[0] > 1 else np.nan
-    radii = knn_radii(queries, cfg.k_nn)
-    scores = SemanticTextScores(
-        nn_cosine=nn_cosine,
-        nn_chunk=ids[:, 0],
-        match_threshold=threshold,
-        covered=subsampled_coverage(
-            queries, index.vectors, radii, n_subsamples=cfg.coverage_subsamples, seed=seed
-        ),
-        recalled=np.zeros(queries.shape[0], dtype=bool),
-    )
-    return scores, radii
+        return [np.arange(m)]
+    rng = np.random.default_rng(seed)
+    return [np.sort(rng.choice(m, size=n, replace=False)) for _ in range(n_subsamples)]
 
 
 def semantic_estimators(
@@ -165,16 +165,28 @@ def semantic_estimators_with_scores(
     seed: int,
     n_boot: int | None = None,
     progress: bool = True,
+    geometry: SliceGeometry | None = None,
 ) -> tuple[dict[str, ScopeEstimator], SemanticTextScores]:
-    """:func:`semantic_estimators` and the per-text values behind them."""
+    """:func:`semantic_estimators` and the per-text values behind them.
+
+    ``geometry``: the slice's :func:`slice_geometry` when already computed for ``texts``
+    (the scorer shares it across corpora).
+    """
     for name in metric_names(cfg):
         spec(name)  # an undocumented metric must not reach a Profile
     boot = cfg.n_boot if n_boot is None else n_boot
-    queries = embed_texts(index, texts, cfg, progress=progress)
-    scores, real_radii = score_texts(index, queries, cfg, seed=seed)
-    passed = neighbourhood_pass(index.vectors, queries, real_radii, index.radii)
+    if geometry is None:
+        geometry = slice_geometry(embed_texts(index, texts, cfg, progress=progress), cfg)
+    queries = geometry.queries
+    draws = coverage_draws(
+        queries.shape[0], index.vectors.shape[0], n_subsamples=cfg.coverage_subsamples, seed=seed
+    )
+    passed = neighbourhood_pass(index.vectors, queries, geometry.radii, draws)
     scores = SemanticTextScores(
-        scores.nn_cosine, scores.nn_chunk, scores.match_threshold, scores.covered, passed.recalled
+        nn_cosine=passed.nn_cosine,
+        nn_chunk=passed.nn_chunk,
+        match_threshold=geometry.match_threshold,
+        covered=passed.covered,
     )
     matched = (
         (scores.nn_cosine >= scores.match_threshold).astype(np.float64)
@@ -188,8 +200,7 @@ def semantic_estimators_with_scores(
         cfg.match_quantile,
     )
     k = cfg.k_nn
-    with threadpool_limits(limits=1, user_api="blas"):
-        fake_fit = GaussianFit.of(index.vectors)
+    fake_fit = index.gaussian_fit()
 
     def boot_of(stat: Callable[[np.ndarray], float], n: int = boot) -> ScopeEstimator:
         return bootstrapped(stat, n_boot=n, seed=seed)
@@ -198,7 +209,6 @@ def semantic_estimators_with_scores(
         "semantic.nn_cosine": boot_of(mean_statistic(scores.nn_cosine)),
         "semantic.nn_match_rate": boot_of(mean_statistic(matched)),
         f"semantic.precision_k{k}": _precision_estimator(passed.in_real, boot, seed),
-        f"semantic.recall_k{k}": boot_of(mean_statistic(scores.recalled.astype(np.float64))),
         f"semantic.density_k{k}": boot_of(density_statistic(passed.in_real, k)),
         f"semantic.coverage_k{k}": boot_of(mean_statistic(scores.covered.astype(np.float64))),
         "semantic.mauve": _mauve_estimator(index, queries, passed.nearest_real, cfg, seed),
@@ -318,10 +328,14 @@ class SemanticScorer:
     """The semantic stage's scorer for the overlap stage: ``(model, corpus, slice, texts) ->
     estimators``, keeping what it computed as evidence for the report.
 
-    Per slice, the corpus is chunked at the slice's length scale (:func:`choose_chunk_words`),
-    so a model gets one index per distinct chunk length; each is built or loaded once.
-    ``indexes`` and ``scores`` hold, per (model, slice), the index scored against and the
-    per-text scores; ``texts`` the texts of each slice.
+    Every corpus is chunked at one length for all slices (:func:`profile_chunk_words` over
+    ``slice_texts``, the texts of every slice the profile will score; ``cfg.chunk_words`` or
+    :data:`DEFAULT_CHUNK_WORDS` without them), so each corpus is embedded and indexed once.
+    ``per_slice_scales`` (for bench_recovery's comparison) chunks it at each slice's own
+    length scale instead, as simscope did before. A slice's embeddings and neighbourhoods
+    are computed once and shared by every corpus. ``indexes`` and ``scores`` hold, per
+    (model, slice), the index scored against and the per-text scores; ``texts`` the texts
+    of each slice.
     """
 
     def __init__(
@@ -333,18 +347,27 @@ class SemanticScorer:
         n_boot: int | None = None,
         rebuild: bool = False,
         progress: bool = True,
+        slice_texts: Mapping[str, Sequence[str]] | None = None,
+        per_slice_scales: bool = False,
     ) -> None:
         self.index_root, self.cfg, self.seed, self.n_boot = Path(index_root), cfg, seed, n_boot
         self.rebuild, self.progress = rebuild, progress
+        self.per_slice_scales = per_slice_scales
+        self.chunk_words = (
+            profile_chunk_words(slice_texts, cfg)
+            if slice_texts
+            else (cfg.chunk_words or DEFAULT_CHUNK_WORDS)
+        )
         self.built: dict[tuple[str, int], SemanticIndex] = {}
         self.indexes: dict[tuple[str, str], SemanticIndex] = {}
         self.scores: dict[tuple[str, str], SemanticTextScores] = {}
         self.texts: dict[str, list[str]] = {}
+        self._geometry: dict[tuple[str, str], SliceGeometry] = {}
 
     def __call__(
         self, model: str, corpus: pl.DataFrame, slice_name: str, texts: list[str]
     ) -> Mapping[str, ScopeEstimator]:
-        words = choose_chunk_words(texts)
+        words = choose_chunk_words(texts) if self.per_slice_scales else self.chunk_words
         key = (model, words)
         if key not in self.built:
             self.built[key] = build_semantic_index(
@@ -355,16 +378,29 @@ class SemanticScorer:
                 rebuild=self.rebuild,
                 progress=self.progress,
             )
+        index = self.built[key]
         logger.info("semantic %s/%s: corpus chunks of ~%d words", model, slice_name, words)
         estimators, scores = semantic_estimators_with_scores(
-            self.built[key],
+            index,
             texts,
             self.cfg,
             seed=self.seed,
             n_boot=self.n_boot,
             progress=self.progress,
+            geometry=self._slice_geometry(index, slice_name, texts),
         )
-        self.indexes[(model, slice_name)] = self.built[key]
+        self.indexes[(model, slice_name)] = index
         self.scores[(model, slice_name)] = scores
         self.texts[slice_name] = texts
         return estimators
+
+    def _slice_geometry(
+        self, index: SemanticIndex, slice_name: str, texts: list[str]
+    ) -> SliceGeometry:
+        """The slice's geometry, computed on its first corpus and reused for the others
+        (keyed by the texts' hash and the encoder, so a changed slice is recomputed)."""
+        key = (slice_name, hash_texts([json.dumps(index.manifest["params"]["embedding"]), *texts]))
+        if key not in self._geometry:
+            queries = embed_texts(index, texts, self.cfg, progress=self.progress)
+            self._geometry[key] = slice_geometry(queries, self.cfg)
+        return self._geometry[key]

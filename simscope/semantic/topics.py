@@ -64,11 +64,12 @@ def fit_topics(
     """Cluster the preference pairs (pass each pair's prompt) into topics.
 
     ``cache_root`` (an ``indexes/`` directory) lets the prompts' embeddings come from, and
-    go to, the embedding cache shared with the semantic indexes.
+    go to, the embedding cache shared with the semantic indexes (and holds the encoder
+    choice and the static encoder, :func:`simscope.semantic.embed.get_embedder`).
     """
     if not pair_texts:
         raise SimscopeError("topics: the preference set is empty; nothing to cluster")
-    embedder = get_embedder(cfg)
+    embedder = get_embedder(cfg, cache_root)
     cache = embedder.cache(cache_root) if cache_root is not None else None
     x = embedder.embed(pair_texts, cache, progress=progress)
     x = _unit(x)
