@@ -3,7 +3,7 @@ The paper's experiment (Ahrabian et al. 2025: public benchmarks, then + a distri
 estimate) in miniature, on a zoo of tiny LMs whose pretraining is known.
 
 1. Trains the zoo (``simscope.examples.zoo``: sizes x pretraining mixtures of real text) and
-   fully fine-tunes each model into a Bradley-Terry reward model on 150 pairs of the zoo's
+   fully fine-tunes each model into a Bradley-Terry reward model on ~860 pairs of the zoo's
    task; its accuracy on 1,000 other pairs, with a bootstrap CI, is the truth to predict.
 2. Runs ``simscope run`` on the team's 150-record preference set with every model as a
    candidate (sampled probe corpora, lexical, semantic, likelihood and transfer stages), and
@@ -38,11 +38,11 @@ from sklearn.linear_model import RidgeCV
 from simscope.config import load_run_config
 from simscope.examples.zoo import (
     PROFILE_RECORDS,
-    RM_TEST_RECORDS,
-    RM_TRAIN_RECORDS,
     SWAPS,
     ZooModel,
     measure_reward_models,
+    rm_test_pairs,
+    rm_train_pairs,
     swap_pairs,
     task_records,
     train_zoo,
@@ -51,9 +51,8 @@ from simscope.examples.zoo import (
 )
 from simscope.pipeline import run
 from simscope.probe.likelihood import LikelihoodConfig, score_texts
-from simscope.probe.model import load_model
+from simscope.probe.model import load_model, usable_cpus
 
-N_TRAIN, N_TEST = 300, 1000
 SLICE = "chosen"
 CLOSENESS = (
     "lexical.hashed_ngram_jsd",
@@ -172,11 +171,14 @@ def main() -> None:
     corpora = zoo_corpora()
     records = task_records()
     profile_pairs = swap_pairs(records, PROFILE_RECORDS)
-    train = swap_pairs(records, RM_TRAIN_RECORDS)[:N_TRAIN]
-    test = swap_pairs(records, RM_TEST_RECORDS)[:N_TEST]
-    paths = train_zoo(models, work / "models", corpora, progress=False)
+    train = rm_train_pairs(records)
+    test = rm_test_pairs(records)
+    workers = min(2, usable_cpus())
+    paths = train_zoo(models, work / "models", corpora, workers=workers, progress=True)
     t_lm = time.perf_counter()
-    rms = measure_reward_models(paths, train, test, work / "rm_results.json", progress=False)
+    rms = measure_reward_models(
+        paths, train, test, work / "rm_results.json", workers=workers, progress=True
+    )
     t_rm = time.perf_counter()
 
     with open(work / "preferences.jsonl", "w", encoding="utf-8") as f:
@@ -200,7 +202,7 @@ def main() -> None:
     half = np.array([(rms[n].ci_high - rms[n].ci_low) / 2 for n in names])
 
     print(f"zoo: {len(models)} models; task: chosen = real HH reply, rejected = {SWAPS} pairs of")
-    print(f"neighbouring words swapped; RM = full fine-tune on {N_TRAIN} pairs, accuracy on")
+    print(f"neighbouring words swapped; RM = full fine-tune on {len(train)} pairs, accuracy on")
     print(f"{len(test)} pairs")
     print(
         f"{'model':18} {'params':>8} {'RM acc':>7} {'95% CI':>15} {'frozen probe':>13} "
