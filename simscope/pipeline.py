@@ -22,7 +22,6 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Final
 
-import numpy as np
 import polars as pl
 
 from simscope import __version__
@@ -31,20 +30,20 @@ from simscope.engine import CorpusShards, EngineConfig, make_engine, write_corpu
 from simscope.engine.lexical import build_lexical_indexes
 from simscope.engine.semantic import build_semantic_index as build_sharded_semantic_index
 from simscope.errors import SimscopeError
-from simscope.lexical.scorer import minhash_scales
+from simscope.lexical.scorer import LexicalScorer, minhash_scales
 from simscope.overlap.profile import ProfileConfig, build_profile
+from simscope.overlap.scorer import Scorer
 from simscope.preferences import load_preferences
 from simscope.probe.cached import (
     CandidateModel,
+    LikelihoodScorer,
     ProbeCache,
-    TopicLabels,
+    TransferScorer,
     cached_corpus,
-    cached_likelihood,
-    cached_transfer,
 )
 from simscope.probe.importer import import_corpus
 from simscope.progress import stage
-from simscope.records import PROFILE_SCHEMA, split_probe_corpus
+from simscope.records import Candidate, split_probe_corpus
 from simscope.report import ReportInputs, write_report
 from simscope.report.load import REPORT_FILES
 from simscope.select import (
@@ -58,9 +57,9 @@ from simscope.select import (
     select_models,
     write_selection,
 )
-from simscope.semantic.index import chunk_document, profile_chunk_words
-from simscope.semantic.scorer import SemanticScorer, embed_texts
-from simscope.semantic.topics import Topics, fit_topics, topic_mass
+from simscope.semantic.index import profile_chunk_words
+from simscope.semantic.scorer import SemanticScorer
+from simscope.semantic.topics import fit_topics
 from simscope.storage import (
     atomic_dir,
     check_replaceable,
@@ -138,18 +137,51 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
                 progress=False,
             )
         clock.lap("topics")
+    profile_cfg = ProfileConfig(
+        n_boot=cfg.n_boot,
+        seed=cfg.seed,
+        slices=cfg.slices,
+        lexical=replace(cfg.lexical, seed=cfg.seed),
+    )
     cache = ProbeCache(Path(cfg.indexes_dir), seed=cfg.seed, n_boot=cfg.n_boot, rebuild=rebuild)
+    model_scorers: list[Scorer] = []
+    if cfg.stages.likelihood:
+        model_scorers.append(LikelihoodScorer(cfg.likelihood))
+    if cfg.stages.transfer:
+        model_scorers.append(TransferScorer(cfg.transfer))
     corpora: dict[str, pl.DataFrame] = {}
     profiles: list[pl.DataFrame] = []
     for c in stage(cfg.candidates, "probe", unit="candidates", enabled=progress, name_of=_name):
-        corpora[c.name], rows = _probe_candidate(c, prefs, topics, cfg, cache)
-        profiles += rows
+        model = (
+            CandidateModel(c.name, c.model, cache, trust_remote_code=c.trust_remote_code)
+            if c.model is not None
+            else None
+        )
+        try:
+            corpora[c.name] = _probe_corpus(c, model, cfg)
+            if model is not None and model_scorers:
+                profiles.append(
+                    build_profile(
+                        prefs,
+                        [Candidate(c.name, model=model)],
+                        cfg.indexes_dir,
+                        profile_cfg,
+                        topics=topics,
+                        scorers=model_scorers,
+                    ).profile
+                )
+        finally:
+            if model is not None:
+                model.release()
     clock.lap("probe: corpora, likelihood, transfer")
     if cfg.execution is not None:
         _build_indexes_on_engine(cfg, cfg.execution, prefs, corpora, rebuild, progress)
         clock.lap(f"indexes on the {cfg.execution.kind} engine")
     # Indexes just built on an engine are loaded, not built again.
     rebuild_indexes = rebuild and cfg.execution is None
+    lexical = LexicalScorer(
+        Path(cfg.indexes_dir), profile_cfg.lexical, rebuild=rebuild_indexes, progress=False
+    )
     semantic = SemanticScorer(
         cfg.indexes_dir,
         cfg.semantic,
@@ -158,32 +190,24 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
         rebuild=rebuild_indexes,
         progress=False,
         slice_texts={s: prefs.get_column(s).to_list() for s in cfg.slices},
+        topics=topics,
     )
-    profile_cfg = ProfileConfig(
-        n_boot=cfg.n_boot,
-        seed=cfg.seed,
-        slices=cfg.slices,
-        lexical=replace(cfg.lexical, seed=cfg.seed),
-    )
-    manifests: dict[str, list[dict[str, Any]]] = {}
+    overlap_scorers: list[Scorer] = [lexical, *([semantic] if cfg.stages.semantic else [])]
     overlap = "lexical + semantic overlap" if cfg.stages.semantic else "lexical overlap"
     for name in stage(sorted(corpora), overlap, unit="corpora", enabled=progress):
-        result = build_profile(
-            prefs,
-            {name: corpora[name]},
-            cfg.indexes_dir,
-            profile_cfg,
-            topics=topics,
-            extra_scorers={"semantic": semantic} if cfg.stages.semantic else None,
-            rebuild=rebuild_indexes,
-            progress=False,
+        profiles.append(
+            build_profile(
+                prefs,
+                [Candidate(name, corpora[name])],
+                cfg.indexes_dir,
+                profile_cfg,
+                topics=topics,
+                scorers=overlap_scorers,
+            ).profile
         )
-        profiles.append(result.profile)
-        manifests.update(result.manifests)
     clock.lap("lexical and semantic profile")
-    if topics is not None and cfg.stages.semantic:
-        profiles.append(_topic_mass_rows(semantic, topics))
     profile = pl.concat(profiles).sort(["model", "slice", "metric", "topic"], nulls_last=False)
+    manifests = dict(lexical.manifests)
     return _Profiled(prefs, loaded.schema, loaded.n_bad, corpora, profile, manifests, semantic)
 
 
@@ -275,8 +299,8 @@ def run(cfg: RunConfig, *, rebuild: bool = False, progress: bool = True) -> RunR
     selection = chosen.selection if chosen else None
     cv_summary = chosen.summary if chosen else None
     verdict = cv_summary.verdict or None if cv_summary else None
-    examples = _examples(semantic, corpora) if cfg.stages.semantic else []
-    embedding_map = _embedding_map(semantic) if cfg.stages.semantic else None
+    examples = semantic.examples(corpora) if cfg.stages.semantic else []
+    embedding_map = semantic.embedding_map() if cfg.stages.semantic else None
     provenance = _provenance(cfg, prefs, corpora, done.manifests, done.schema, done.n_bad)
 
     with atomic_dir(out, overwrite=True, kind="run", legacy_files=RUN_FILES) as tmp:
@@ -330,39 +354,17 @@ def _read_select_inputs(
 # ---- probe corpora ----------------------------------------------------------------------------
 
 
-def _probe_candidate(
-    c: CandidateSection,
-    prefs: pl.DataFrame,
-    topics: Topics | None,
-    cfg: RunConfig,
-    cache: ProbeCache,
-) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
-    """One candidate's probe corpus (imported, or sampled from its model) and its model's
-    likelihood and transfer rows; the model is loaded only for what is not cached."""
-    corpus = None
+def _probe_corpus(
+    c: CandidateSection, model: CandidateModel | None, cfg: RunConfig
+) -> pl.DataFrame:
+    """The candidate's probe corpus: imported, or sampled from its model (cached)."""
     if c.corpus is not None:
-        corpus = import_corpus(
+        return import_corpus(
             c.corpus, model=c.name, text_field=c.text_field, n_docs=c.n_docs, seed=cfg.seed
         ).corpus
-    if c.model is None:
-        assert corpus is not None  # checked in CandidateSection
-        return corpus, []
-    model = CandidateModel(c.name, c.model, cache, trust_remote_code=c.trust_remote_code)
-    try:
-        if corpus is None:
-            n_docs = c.n_docs if c.n_docs is not None else cfg.generation.n_docs
-            corpus = cached_corpus(model, replace(cfg.generation, n_docs=n_docs))
-        labels = TopicLabels(topics.labels, topics.names) if topics is not None else None
-        rows = []
-        if cfg.stages.likelihood:
-            rows.append(
-                cached_likelihood(model, prefs, cfg.likelihood, slices=cfg.slices, topics=labels)
-            )
-        if cfg.stages.transfer:
-            rows.append(cached_transfer(model, prefs, cfg.transfer, topics=labels))
-    finally:
-        model.release()
-    return corpus, rows
+    assert model is not None  # checked in CandidateSection: a model or a corpus
+    n_docs = c.n_docs if c.n_docs is not None else cfg.generation.n_docs
+    return cached_corpus(model, replace(cfg.generation, n_docs=n_docs))
 
 
 # ---- indexes on an engine ---------------------------------------------------------------------
@@ -443,78 +445,6 @@ def _corpus_shards(
 
 
 # ---- the semantic evidence for the report -------------------------------------------------
-
-
-def _topic_mass_rows(semantic: SemanticScorer, topics: Topics) -> pl.DataFrame:
-    """``semantic.topic_mass_ratio`` per model and topic, under the prompt slice (topics are
-    clusters of prompts); a single number per topic, so no interval."""
-    frames = []
-    for (model, slice_), index in sorted(semantic.indexes.items()):
-        if slice_ != "prompt":
-            continue
-        mass = topic_mass(index, topics)
-        frames.append(
-            mass.select(
-                pl.lit(model).alias("model"),
-                pl.lit("prompt").alias("slice"),
-                pl.col("topic"),
-                pl.lit("semantic.topic_mass_ratio").alias("metric"),
-                pl.col("mass_ratio").alias("value"),
-                pl.lit(None, dtype=pl.Float64).alias("ci_low"),
-                pl.lit(None, dtype=pl.Float64).alias("ci_high"),
-            )
-        )
-    return pl.concat(frames) if frames else pl.DataFrame(schema=PROFILE_SCHEMA)
-
-
-def _examples(
-    semantic: SemanticScorer, corpora: Mapping[str, pl.DataFrame]
-) -> list[dict[str, str]]:
-    """Per model: the chosen responses closest to its corpus, beside that corpus chunk."""
-    out = []
-    for (model, slice_), scores in sorted(semantic.scores.items()):
-        if slice_ != "chosen":
-            continue
-        index = semantic.indexes[(model, slice_)]
-        docs = corpora[model].sort("doc_id").get_column("text").to_list()
-        for i in np.argsort(-scores.nn_cosine, kind="stable")[:2].tolist():
-            chunk = int(scores.nn_chunk[i])
-            doc = int(index.chunk_doc[chunk])
-            first = int(np.searchsorted(index.chunk_doc, doc))
-            pieces = chunk_document(docs[doc], index.chunk_words)
-            out.append(
-                {
-                    "model": model,
-                    "slice": slice_,
-                    "preference_text": semantic.texts[slice_][i],
-                    "probe_text": pieces[min(chunk - first, len(pieces) - 1)],
-                    "score_label": f"cosine {scores.nn_cosine[i]:.3f}",
-                }
-            )
-    return out
-
-
-def _embedding_map(semantic: SemanticScorer) -> pl.DataFrame | None:
-    """A 2-D PCA map of the chosen responses and each model's corpus chunks."""
-    keys = sorted(k for k in semantic.indexes if k[1] == "chosen")
-    if not keys:
-        return None
-    queries = embed_texts(
-        semantic.indexes[keys[0]], semantic.texts["chosen"], semantic.cfg, progress=False
-    )
-    blocks = [(queries, "preference", "preference data")]
-    rng = np.random.default_rng(semantic.seed)
-    for model, _ in keys:
-        v = semantic.indexes[(model, "chosen")].vectors
-        take = rng.choice(v.shape[0], size=min(v.shape[0], 500), replace=False)
-        blocks.append((v[np.sort(take)], "probe", model))
-    x = np.concatenate([b[0] for b in blocks]).astype(np.float64)
-    x -= x.mean(axis=0)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    xy = x @ vt[:2].T
-    kinds = np.concatenate([[b[1]] * b[0].shape[0] for b in blocks])
-    models = np.concatenate([[b[2]] * b[0].shape[0] for b in blocks])
-    return pl.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "kind": kinds, "model": models})
 
 
 def _provenance(

@@ -7,8 +7,11 @@ built as a Python object on the way.
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
 
+import numpy as np
 import polars as pl
 
 from simscope.errors import SimscopeError
@@ -63,6 +66,34 @@ SELECTION_SCHEMA: Final = pl.Schema(
         "observed": pl.Float64,
     }
 )
+
+
+@dataclass(frozen=True)
+class ProfileContext:
+    """What every scorer of a Profile shares: the preference data and how to measure it.
+
+    ``scopes`` are the whole set (topic None) then one boolean mask over the pairs per topic;
+    ``topic_labels`` / ``topic_names`` are the topics themselves (None without topics).
+    """
+
+    prefs: pl.DataFrame
+    slices: tuple[str, ...]
+    scopes: Sequence[tuple[str | None, np.ndarray]]
+    n_boot: int
+    seed: int
+    topic_labels: np.ndarray | None = None
+    topic_names: Sequence[str] | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate as the scorers see it: its probe corpus (a ProbeCorpus frame, or None
+    when only its model is scored) and its model (a ``simscope.probe.cached.CandidateModel``,
+    or None for a corpus made elsewhere)."""
+
+    name: str
+    corpus: pl.DataFrame | None = None
+    model: Any = None
 
 
 def empty_frame(schema: pl.Schema) -> pl.DataFrame:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -23,13 +25,16 @@ from simscope.lexical.index import (
     LexicalConfig,
     MinHashIndex,
     NgramIndex,
+    build_minhash_index,
+    build_ngram_index,
     hashed_features,
     scale_for_lengths,
 )
 from simscope.lexical.minhash import sign
 from simscope.metrics import spec
 from simscope.normalize import TokenBatch, ngram_hashes, tokenize
-from simscope.stats import ScopeEstimator, Statistic, bootstrapped, mean_statistic
+from simscope.records import PROFILE_SCHEMA, Candidate, ProfileContext
+from simscope.stats import ScopeEstimator, Statistic, bootstrapped, mean_statistic, scope_rows
 
 Texts = Sequence[str] | pl.Series
 """A slice's texts: a list, or a polars string column (read a block at a time)."""
@@ -226,3 +231,61 @@ def lexical_estimators(
         for name, stat in statistics.items()
     }
     return estimators, scores
+
+
+class LexicalScorer:
+    """The lexical stage's Profile scorer: builds (or loads) a candidate corpus's n-gram and
+    MinHash indexes under ``index_root`` and scores every slice against them.
+
+    Evidence kept: ``scores[(model, slice)]`` (per-text containment, best Jaccard and where),
+    and per model the paths and manifests of the indexes it used.
+    """
+
+    def __init__(
+        self, index_root: Path, cfg: LexicalConfig, *, rebuild: bool = False, progress: bool = True
+    ) -> None:
+        self.index_root, self.cfg, self.rebuild, self.progress = index_root, cfg, rebuild, progress
+        self.scores: dict[tuple[str, str], LexicalTextScores] = {}
+        self.index_paths: dict[str, list[Path]] = {}
+        self.manifests: dict[str, list[dict[str, Any]]] = {}
+
+    def score(self, candidate: Candidate, ctx: ProfileContext) -> pl.DataFrame:
+        corpus = candidate.corpus
+        if corpus is None:
+            return pl.DataFrame(schema=PROFILE_SCHEMA)
+        model, cfg = candidate.name, self.cfg
+        ngram_index = build_ngram_index(
+            corpus, self.index_root, cfg, rebuild=self.rebuild, progress=self.progress
+        )
+        minhash_indexes: dict[int, MinHashIndex] = {}
+
+        def minhash_for(scale: int) -> MinHashIndex:
+            if scale not in minhash_indexes:
+                minhash_indexes[scale] = build_minhash_index(
+                    corpus,
+                    self.index_root,
+                    cfg,
+                    scale,
+                    rebuild=self.rebuild,
+                    progress=self.progress,
+                )
+            return minhash_indexes[scale]
+
+        rows: list[dict[str, Any]] = []
+        for s in ctx.slices:
+            # read a block at a time from the column: only the bootstrap's arrays are kept
+            estimators, scores = lexical_estimators(
+                ctx.prefs.get_column(s),
+                ngram_index,
+                minhash_for,
+                cfg,
+                n_boot=ctx.n_boot,
+                seed=ctx.seed,
+            )
+            self.scores[(model, s)] = scores
+            rows += scope_rows(model, s, estimators, ctx.scopes)
+            del estimators  # free this slice's features before the next
+        minhash = sorted(minhash_indexes.values(), key=lambda i: i.chunk_words)
+        self.index_paths[model] = [ngram_index.path, *(i.path for i in minhash)]
+        self.manifests[model] = [ngram_index.manifest, *(i.manifest for i in minhash)]
+        return pl.DataFrame(rows, schema=PROFILE_SCHEMA)

@@ -1,15 +1,14 @@
-"""Build the long Profile table: every (model, slice, scope) through every scorer.
+"""Build the long Profile table: every candidate through every scorer.
 
-For each candidate model this stage loads or builds its indexes (lexical, and semantic when
-enabled), asks each scorer for one ScopeEstimator per metric and slice, and evaluates them on
-the whole slice and on each topic of the preference data. It owns the loop and the table,
-not any metric.
+The stage owns the loop, the shared context (preference data, slices, the whole set and each
+topic as scopes) and the table, not any metric: each :class:`simscope.overlap.scorer.Scorer`
+(lexical, semantic, the model probes) returns its own rows for a candidate.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,19 +18,22 @@ import polars as pl
 
 from simscope.checks import check_seed
 from simscope.errors import SimscopeError
-from simscope.lexical.index import (
-    LexicalConfig,
-    MinHashIndex,
-    build_minhash_index,
-    build_ngram_index,
+from simscope.lexical.index import LexicalConfig
+from simscope.lexical.scorer import LexicalScorer, LexicalTextScores
+from simscope.overlap.scorer import Scorer, SliceHook, SliceHooks
+from simscope.records import (
+    PREFERENCE_SCHEMA,
+    PROFILE_SCHEMA,
+    SLICES,
+    Candidate,
+    ProfileContext,
+    check_frame,
 )
-from simscope.lexical.scorer import LexicalTextScores, lexical_estimators
-from simscope.records import PREFERENCE_SCHEMA, PROFILE_SCHEMA, SLICES, check_frame
-from simscope.stats import DEFAULT_N_BOOT, ScopeEstimator, scope_rows, topic_scopes
+from simscope.stats import DEFAULT_N_BOOT, topic_scopes
 
 logger = logging.getLogger(__name__)
 
-ExtraScorer = Callable[[str, pl.DataFrame, str, list[str]], Mapping[str, ScopeEstimator]]
+ExtraScorer = SliceHook
 """(model, corpus, slice, texts) -> estimators: a hook for scorers owned by later stages."""
 
 
@@ -74,74 +76,64 @@ class ProfileResult:
     manifests: dict[str, list[dict[str, Any]]]
 
 
+def profile_context(
+    prefs: pl.DataFrame, cfg: ProfileConfig, topics: Topics | None
+) -> ProfileContext:
+    """What every scorer shares: the checked preference data, the slices and the scopes (the
+    whole set, then each topic)."""
+    prefs = check_frame(prefs, PREFERENCE_SCHEMA, "PreferenceSet")
+    if prefs.height == 0:
+        raise SimscopeError("PreferenceSet is empty; nothing to profile")
+    labels = topics.labels if topics else None
+    names = list(topics.names) if topics else None
+    return ProfileContext(
+        prefs=prefs,
+        slices=cfg.slices,
+        scopes=topic_scopes(prefs.height, labels, names),
+        n_boot=cfg.n_boot,
+        seed=cfg.seed,
+        topic_labels=labels,
+        topic_names=names,
+    )
+
+
 def build_profile(
     prefs: pl.DataFrame,
-    corpora: Mapping[str, pl.DataFrame],
+    corpora: Mapping[str, pl.DataFrame] | Sequence[Candidate],
     index_root: Path,
     cfg: ProfileConfig = ProfileConfig(),
     *,
     topics: Topics | None = None,
-    extra_scorers: Mapping[str, ExtraScorer] | None = None,
+    scorers: Sequence[Scorer] | None = None,
+    extra_scorers: Mapping[str, SliceHook] | None = None,
     rebuild: bool = False,
     progress: bool = True,
 ) -> ProfileResult:
-    """Profile each model's probe corpus against each slice of ``prefs``."""
-    prefs = check_frame(prefs, PREFERENCE_SCHEMA, "PreferenceSet")
-    if prefs.height == 0:
-        raise SimscopeError("PreferenceSet is empty; nothing to profile")
-    if not corpora:
-        raise SimscopeError("no probe corpora given; name at least one candidate model")
-    # The lexical scorer reads each slice's column a block at a time; only scorers of later
-    # stages get the texts as lists (made once, and only when there are such scorers).
-    columns = {s: prefs.get_column(s) for s in cfg.slices}
-    slice_texts = {s: columns[s].to_list() for s in cfg.slices} if extra_scorers else {}
-    scopes = topic_scopes(
-        prefs.height, topics.labels if topics else None, topics.names if topics else None
+    """Profile each candidate through each scorer: the one way rows reach a Profile.
+
+    ``corpora`` maps a model to its probe corpus, or lists :class:`records.Candidate` (a
+    model-only candidate has no corpus). ``scorers`` default to the lexical scorer on indexes
+    under ``index_root``; ``extra_scorers`` are per-slice hooks of later stages.
+    """
+    ctx = profile_context(prefs, cfg, topics)
+    candidates = (
+        [Candidate(name, corpus) for name, corpus in sorted(corpora.items())]
+        if isinstance(corpora, Mapping)
+        else list(corpora)
     )
-
-    rows: list[dict[str, Any]] = []
-    lexical_scores: dict[tuple[str, str], LexicalTextScores] = {}
-    index_paths: dict[str, list[Path]] = {}
-    manifests: dict[str, list[dict[str, Any]]] = {}
-    for model in sorted(corpora):
-        corpus = corpora[model]
-        ngram_index = build_ngram_index(
-            corpus, index_root, cfg.lexical, rebuild=rebuild, progress=progress
-        )
-        index_paths[model] = [ngram_index.path]
-        manifests[model] = [ngram_index.manifest]
-        minhash_indexes: dict[int, MinHashIndex] = {}
-
-        def minhash_for(
-            scale: int,
-            corpus: pl.DataFrame = corpus,
-            minhash_indexes: dict[int, MinHashIndex] = minhash_indexes,
-        ) -> MinHashIndex:
-            if scale not in minhash_indexes:
-                minhash_indexes[scale] = build_minhash_index(
-                    corpus, index_root, cfg.lexical, scale, rebuild=rebuild, progress=progress
-                )
-            return minhash_indexes[scale]
-
-        for s in cfg.slices:
-            estimators, scores = lexical_estimators(
-                columns[s],
-                ngram_index,
-                minhash_for,
-                cfg.lexical,
-                n_boot=cfg.n_boot,
-                seed=cfg.seed,
-            )
-            lexical_scores[(model, s)] = scores
-            all_estimators = dict(estimators)
-            for scorer in (extra_scorers or {}).values():
-                all_estimators.update(scorer(model, corpus, s, slice_texts[s]))
-            rows += scope_rows(model, s, all_estimators, scopes)
-            del estimators, all_estimators  # free this slice's features before the next
-        for index in sorted(minhash_indexes.values(), key=lambda i: i.chunk_words):
-            index_paths[model].append(index.path)
-            manifests[model].append(index.manifest)
-    profile = pl.DataFrame(rows, schema=PROFILE_SCHEMA).sort(
+    if not candidates:
+        raise SimscopeError("no probe corpora given; name at least one candidate model")
+    if scorers is None:
+        scorers = [LexicalScorer(index_root, cfg.lexical, rebuild=rebuild, progress=progress)]
+    scorers = [*scorers, *([SliceHooks(list(extra_scorers.values()))] if extra_scorers else [])]
+    frames = [s.score(c, ctx) for c in candidates for s in scorers]
+    profile = (pl.concat(frames) if frames else pl.DataFrame(schema=PROFILE_SCHEMA)).sort(
         ["model", "slice", "metric", "topic"], nulls_last=False
     )
-    return ProfileResult(profile, lexical_scores, index_paths, manifests)
+    lexical = next((s for s in scorers if isinstance(s, LexicalScorer)), None)
+    return ProfileResult(
+        profile,
+        dict(lexical.scores) if lexical else {},
+        dict(lexical.index_paths) if lexical else {},
+        dict(lexical.manifests) if lexical else {},
+    )

@@ -1,5 +1,5 @@
 """A run's probes of one candidate model, cached under ``indexes/``: its sampled corpus, its
-likelihood rows and its transfer rows.
+likelihood rows and its transfer rows (the last two also as Profile scorers).
 
 Each result is a checked cache entry (``storage.store_cached_table``: a manifest with every
 input that decides it and a checksum of the table), keyed by the model's content (weights
@@ -32,6 +32,7 @@ from simscope.probe.model import (
     resolve_dtype,
 )
 from simscope.probe.transfer import TransferConfig, score_transfer
+from simscope.records import PROFILE_SCHEMA, Candidate, ProfileContext
 from simscope.storage import (
     hash_texts,
     read_cached_table,
@@ -213,3 +214,36 @@ def cached_transfer(
     ).profile
     store_cached_table(entry, TRANSFER_KIND, params, rows)
     return rows
+
+
+def _topics(ctx: ProfileContext) -> TopicLabels | None:
+    if ctx.topic_labels is None or ctx.topic_names is None:
+        return None
+    return TopicLabels(ctx.topic_labels, ctx.topic_names)
+
+
+class LikelihoodScorer:
+    """The likelihood probe as a Profile scorer (``simscope.overlap.scorer.Scorer``): the
+    candidate's model scores the slices, cached; a corpus without a model gets no rows."""
+
+    def __init__(self, config: LikelihoodConfig) -> None:
+        self.config = config
+
+    def score(self, candidate: Candidate, ctx: ProfileContext) -> pl.DataFrame:
+        if candidate.model is None:
+            return pl.DataFrame(schema=PROFILE_SCHEMA)
+        return cached_likelihood(
+            candidate.model, ctx.prefs, self.config, slices=ctx.slices, topics=_topics(ctx)
+        )
+
+
+class TransferScorer:
+    """The transfer probe as a Profile scorer: a reward head on the frozen model, cached."""
+
+    def __init__(self, config: TransferConfig) -> None:
+        self.config = config
+
+    def score(self, candidate: Candidate, ctx: ProfileContext) -> pl.DataFrame:
+        if candidate.model is None:
+            return pl.DataFrame(schema=PROFILE_SCHEMA)
+        return cached_transfer(candidate.model, ctx.prefs, self.config, topics=_topics(ctx))

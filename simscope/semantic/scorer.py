@@ -37,6 +37,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from simscope.metrics import spec
+from simscope.records import PROFILE_SCHEMA, Candidate, ProfileContext
 from simscope.semantic.config import SemanticConfig
 from simscope.semantic.distances import (
     density_statistic,
@@ -51,10 +52,19 @@ from simscope.semantic.index import (
     SemanticIndex,
     build_semantic_index,
     choose_chunk_words,
+    chunk_document,
     knn_radii,
     profile_chunk_words,
 )
-from simscope.stats import Estimate, ScopeEstimator, bootstrap, bootstrapped, mean_statistic
+from simscope.semantic.topics import Topics, topic_mass
+from simscope.stats import (
+    Estimate,
+    ScopeEstimator,
+    bootstrap,
+    bootstrapped,
+    mean_statistic,
+    scope_rows,
+)
 from simscope.storage import hash_texts
 
 logger = logging.getLogger(__name__)
@@ -335,7 +345,9 @@ class SemanticScorer:
     length scale instead, as simscope did before. A slice's embeddings and neighbourhoods
     are computed once and shared by every corpus. ``indexes`` and ``scores`` hold, per
     (model, slice), the index scored against and the per-text scores; ``texts`` the texts
-    of each slice.
+    of each slice. As a :class:`simscope.overlap.scorer.Scorer` (``score``) it adds each
+    corpus's topic mass (``topics``); ``examples`` and ``embedding_map`` are the report's
+    evidence from what it kept.
     """
 
     def __init__(
@@ -349,10 +361,12 @@ class SemanticScorer:
         progress: bool = True,
         slice_texts: Mapping[str, Sequence[str]] | None = None,
         per_slice_scales: bool = False,
+        topics: Topics | None = None,
     ) -> None:
         self.index_root, self.cfg, self.seed, self.n_boot = Path(index_root), cfg, seed, n_boot
         self.rebuild, self.progress = rebuild, progress
         self.per_slice_scales = per_slice_scales
+        self.topics = topics
         self.chunk_words = (
             profile_chunk_words(slice_texts, cfg)
             if slice_texts
@@ -393,6 +407,80 @@ class SemanticScorer:
         self.scores[(model, slice_name)] = scores
         self.texts[slice_name] = texts
         return estimators
+
+    def score(self, candidate: Candidate, ctx: ProfileContext) -> pl.DataFrame:
+        """The candidate corpus's ``semantic.*`` rows over every slice and scope, and its
+        topic mass under the prompt slice when topics were given."""
+        if candidate.corpus is None:
+            return pl.DataFrame(schema=PROFILE_SCHEMA)
+        rows = []
+        for s in ctx.slices:
+            texts = self.texts.get(s) or ctx.prefs.get_column(s).to_list()
+            estimators = self(candidate.name, candidate.corpus, s, texts)
+            rows += scope_rows(candidate.name, s, estimators, ctx.scopes)
+        return pl.concat(
+            [pl.DataFrame(rows, schema=PROFILE_SCHEMA), self._topic_mass_rows(candidate.name)]
+        )
+
+    def _topic_mass_rows(self, model: str) -> pl.DataFrame:
+        """``self.topic_mass_ratio`` of ``model`` per topic, under the prompt slice (topics
+        are clusters of prompts); a single number per topic, so no interval."""
+        index = self.indexes.get((model, "prompt"))
+        if self.topics is None or index is None:
+            return pl.DataFrame(schema=PROFILE_SCHEMA)
+        return topic_mass(index, self.topics).select(
+            pl.lit(model).alias("model"),
+            pl.lit("prompt").alias("slice"),
+            pl.col("topic"),
+            pl.lit("self.topic_mass_ratio").alias("metric"),
+            pl.col("mass_ratio").alias("value"),
+            pl.lit(None, dtype=pl.Float64).alias("ci_low"),
+            pl.lit(None, dtype=pl.Float64).alias("ci_high"),
+        )
+
+    def examples(self, corpora: Mapping[str, pl.DataFrame]) -> list[dict[str, str]]:
+        """Per model: the chosen responses closest to its corpus, beside that corpus chunk."""
+        out = []
+        for (model, slice_), scores in sorted(self.scores.items()):
+            if slice_ != "chosen":
+                continue
+            index = self.indexes[(model, slice_)]
+            docs = corpora[model].sort("doc_id").get_column("text").to_list()
+            for i in np.argsort(-scores.nn_cosine, kind="stable")[:2].tolist():
+                chunk = int(scores.nn_chunk[i])
+                doc = int(index.chunk_doc[chunk])
+                first = int(np.searchsorted(index.chunk_doc, doc))
+                pieces = chunk_document(docs[doc], index.chunk_words)
+                out.append(
+                    {
+                        "model": model,
+                        "slice": slice_,
+                        "preference_text": self.texts[slice_][i],
+                        "probe_text": pieces[min(chunk - first, len(pieces) - 1)],
+                        "score_label": f"cosine {scores.nn_cosine[i]:.3f}",
+                    }
+                )
+        return out
+
+    def embedding_map(self) -> pl.DataFrame | None:
+        """A 2-D PCA map of the chosen responses and each model's corpus chunks."""
+        keys = sorted(k for k in self.indexes if k[1] == "chosen")
+        if not keys:
+            return None
+        queries = embed_texts(self.indexes[keys[0]], self.texts["chosen"], self.cfg, progress=False)
+        blocks = [(queries, "preference", "preference data")]
+        rng = np.random.default_rng(self.seed)
+        for model, _ in keys:
+            v = self.indexes[(model, "chosen")].vectors
+            take = rng.choice(v.shape[0], size=min(v.shape[0], 500), replace=False)
+            blocks.append((v[np.sort(take)], "probe", model))
+        x = np.concatenate([b[0] for b in blocks]).astype(np.float64)
+        x -= x.mean(axis=0)
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        xy = x @ vt[:2].T
+        kinds = np.concatenate([[b[1]] * b[0].shape[0] for b in blocks])
+        models = np.concatenate([[b[2]] * b[0].shape[0] for b in blocks])
+        return pl.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "kind": kinds, "model": models})
 
     def _slice_geometry(
         self, index: SemanticIndex, slice_name: str, texts: list[str]
