@@ -3,7 +3,9 @@ reading parquet with errors that name the file.
 
 An index is one directory ``indexes/<name>/`` holding ``manifest.json`` and plain files
 (``.npy`` read with ``allow_pickle=False``, parquet, FAISS's own format). It is built in
-``<name>.incomplete/`` and renamed into place, so a crash never leaves a half-written index.
+``<name>.incomplete-<host>-<pid>/`` and renamed into place, so a crash never leaves a
+half-written index and two processes writing the same cache entry (Ray workers compiling one
+encoder) never share, or delete, each other's work.
 The manifest records every parameter that changes results plus a checksum of each file;
 loading refuses a parameter mismatch or a damaged file with a message naming what differs.
 Nothing here knows what an index contains.
@@ -16,6 +18,7 @@ import errno
 import json
 import os
 import shutil
+import socket
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -248,10 +251,45 @@ def _old_name(target: Path) -> str:
     return f"{target.name}.old-"
 
 
+def _host() -> str:
+    return slug(socket.gethostname())
+
+
+def _work_name(target: Path) -> str:
+    """This process's build directory for ``target``: one per writer, never shared."""
+    return f"{target.name}.incomplete-{_host()}-{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def _abandoned(target: Path, p: Path) -> bool:
+    """Whether ``p`` is a build directory of ``target`` whose writer is gone.
+
+    ``<target>.incomplete`` (an older simscope's) always is; ``.incomplete-<host>-<pid>`` is
+    when its process is dead on this host. One from another host is left alone: whether its
+    writer lives cannot be told from here."""
+    prefix = f"{target.name}.incomplete"
+    if p.name == prefix:
+        return True
+    host, _, pid = p.name.removeprefix(prefix + "-").rpartition("-")
+    if not p.name.startswith(prefix + "-") or not pid.isdigit() or host != _host():
+        return False
+    # our own pid: a dead process's that had it (this one removes its build when done)
+    return int(pid) == os.getpid() or not _pid_alive(int(pid))
+
+
 def recover_dir(target: Path, legacy_files: Collection[str] = ()) -> None:
     """Undo what a crash left around ``target``: put back a previous version that a crash
     between the fallback's two renames left as ``<target>.old-PID``, and delete the leftovers
-    (``<target>.incomplete``, older ``.old-PID`` copies) that simscope wrote."""
+    (build directories of dead writers, older ``.old-PID`` copies) that simscope wrote."""
     target = Path(target)
     parent = target.parent
     if not parent.is_dir():
@@ -261,20 +299,35 @@ def recover_dir(target: Path, legacy_files: Collection[str] = ()) -> None:
         # A leftover carries the mark written when it was created (or is an older simscope's).
         return (p / MARK).is_file() or foreign_entries(p, legacy_files) == []
 
+    siblings = [p for p in parent.iterdir() if p.name.startswith(target.name + ".")]
     olds = sorted(
-        (p for p in parent.iterdir() if p.name.startswith(_old_name(target)) and p.is_dir()),
+        (p for p in siblings if p.name.startswith(_old_name(target)) and p.is_dir()),
         key=lambda p: p.stat().st_mtime,
     )
     if olds and not target.exists() and ours(olds[-1]):
         os.replace(olds.pop(), target)
-    tmp = target.with_name(f"{target.name}.incomplete")
-    for p in [*olds, *([tmp] if tmp.is_dir() else [])]:
+    leftovers = [p for p in siblings if p.is_dir() and _abandoned(target, p)]
+    for p in [*olds, *leftovers]:
         if not ours(p):
             raise SimscopeError(
                 f"{p}: left by an interrupted write but holds files simscope did not write; "
                 "move it away"
             )
-        shutil.rmtree(p)
+        shutil.rmtree(p, ignore_errors=True)  # a racing recoverer may have taken it first
+
+
+def _rename_new(tmp: Path, target: Path) -> bool:
+    """Rename ``tmp`` to ``target`` when nothing is there; False when something is (another
+    writer may have renamed its own build in place since we looked)."""
+    if target.exists():
+        return False
+    try:
+        os.rename(tmp, target)
+    except OSError as e:
+        if e.errno in (errno.ENOTEMPTY, errno.EEXIST) and target.exists():
+            return False
+        raise
+    return True
 
 
 @contextmanager
@@ -285,7 +338,8 @@ def atomic_dir(
     kind: str = "index",
     legacy_files: Collection[str] = (),
 ) -> Iterator[Path]:
-    """Yield ``<target>.incomplete/`` to fill; swap it in for ``target`` on success.
+    """Yield ``<target>.incomplete-<host>-<pid>/`` to fill; swap it in for ``target`` on
+    success.
 
     The directory is marked as simscope's (``.simscope``, listing what it holds), and an
     existing ``target`` is replaced only when simscope wrote all of it (see
@@ -299,15 +353,15 @@ def atomic_dir(
         if not overwrite:
             raise SimscopeError(f"{target}: already exists; remove it or rebuild with --rebuild")
         check_replaceable(target, legacy_files)
-    tmp = target.with_name(f"{target.name}.incomplete")
+    tmp = target.with_name(_work_name(target))
     tmp.mkdir(parents=True)
     _write_mark(tmp, kind)
     try:
         yield tmp
         _write_mark(tmp, kind)
-        if not target.exists():
-            os.rename(tmp, target)
-        elif not exchange_dirs(tmp, target):
+        # ``target`` may exist (overwrite, or another writer renamed its build in place since
+        # the check above): then swap, as the other writer would have swapped ours
+        if not _rename_new(tmp, target) and not exchange_dirs(tmp, target):
             old = target.with_name(f"{_old_name(target)}{os.getpid()}")
             os.replace(target, old)
             os.replace(tmp, target)

@@ -309,7 +309,7 @@ def test_a_failed_run_leaves_the_previous_run_intact(workspace: Path) -> None:
     with pytest.raises(SimscopeError):
         run(load_run_config(workspace / "bad.toml"), progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert not list(workspace.glob("*.incomplete"))
+    assert not list(workspace.glob("*.incomplete*"))
     # a directory that is not a run directory is not replaced
     (workspace / "notes").mkdir()
     (workspace / "notes" / "mine.txt").write_text("keep")

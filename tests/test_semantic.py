@@ -272,7 +272,7 @@ def test_index_round_trip(
     q = built.vectors[:5]
     assert np.array_equal(loaded.search(q, 3)[1], built.search(q, 3)[1])
     assert np.array_equal(built.search(q, 1)[1][:, 0], np.arange(5))
-    assert not list(sem_root.glob("*.incomplete"))
+    assert not list(sem_root.glob("*.incomplete*"))
 
 
 def test_ivf_index_round_trip_above_a_lowered_cut_off(
@@ -563,7 +563,7 @@ def test_static_encoder_is_distilled_once_kept_and_checked(
     assert manifest["params"]["pca_dims"] == 256 and manifest["params"]["source_checksum"]
     assert manifest["provenance"]["distill_seconds"] > 0
     assert sorted(manifest["files"]) == ["tokenizer.json", "vectors.npy"]
-    assert not list(static_root.glob("*.incomplete"))
+    assert not list(static_root.glob("*.incomplete*"))
     vectors = embedder.encode(slice_texts[:20], progress=False)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     # A fresh load (another indexes directory, same distillation) embeds identically.

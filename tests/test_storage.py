@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +83,52 @@ def test_an_interrupted_write_is_cleaned_by_the_next(tmp_path: Path) -> None:
     (leftover / "half.txt").write_text("half")
     _write(target, "whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_only_a_dead_writers_build_directory_is_removed(tmp_path: Path) -> None:
+    host = storage.slug(socket.gethostname())
+    dead = tmp_path / f"run.incomplete-{host}-{_dead_pid()}"
+    alive = tmp_path / f"run.incomplete-{host}-{os.getppid()}"  # a live process (pytest's parent)
+    elsewhere = tmp_path / "run.incomplete-another-host-1"  # its writer cannot be checked here
+    for leftover in (dead, alive, elsewhere):
+        leftover.mkdir()
+        (leftover / MARK).write_text('{"kind": "run", "files": []}')
+    _write(tmp_path / "run", "whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["run", alive.name, elsewhere.name])
+
+
+_WRITER = """
+import sys, time
+from pathlib import Path
+from simscope.storage import atomic_dir
+target, start, tag = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+while time.time() < start:
+    time.sleep(0.001)
+with atomic_dir(target, overwrite=True, kind="cache") as tmp:
+    (tmp / "data.txt").write_text(tag)
+    time.sleep(0.2)  # both writers are inside at once
+"""
+
+
+def test_two_processes_writing_one_cache_entry_both_succeed(tmp_path: Path) -> None:
+    # Ray workers compile the same encoder into one cache directory at the same moment: each
+    # builds in its own directory, and the entry ends up whole (one writer's), with no leftovers
+    target = tmp_path / "encoder"
+    start = str(time.time() + 1.0)
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(target), start, tag])
+        for tag in ("a", "b")
+    ]
+    assert [w.wait(timeout=60) for w in writers] == [0, 0]
+    assert (target / "data.txt").read_text() in {"a", "b"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder"]
 
 
 def test_a_directory_simscope_did_not_write_is_never_replaced(tmp_path: Path) -> None:
