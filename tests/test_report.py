@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import re
 import shutil
@@ -25,7 +26,8 @@ from simscope.report import (
     render_report,
     write_report,
 )
-from simscope.report.html import SECTIONS, highlight, shared_ngram_spans
+from simscope.report.html import SECTIONS
+from simscope.report.views import Segment, shared_ngram_spans, shown_text
 from simscope.select.summary import (
     CalibrationSummary,
     CostRow,
@@ -568,8 +570,9 @@ def test_shared_ngrams_are_marked() -> None:
     assert [a[s:e] for s, e in spans_a] == ["one two three four five six seven eight"]
     assert [b[s:e] for s, e in spans_b] == ["ONE two three four five six seven eight"]
     assert shared_ngram_spans(a, "nothing in common here at all ok", 5) == ([], [])
-    html = highlight("<x> " + a, [(4, 4 + 39)])
-    assert html.startswith("&lt;x&gt; <mark>one two")
+    shown = shown_text("<x> " + a, [(4, 4 + 39)], max_chars=20)
+    assert shown.segments == [Segment("<x> ", False), Segment("one two three fo", True)]
+    assert shown.more_chars == len("<x> " + a) - 20
     # The examples use 8-grams, falling back to 5-grams.
     doc = render_report(make_inputs(with_map=False, with_topics=False))
     ex = doc.split('<section id="examples">')[1].split("</section>")[0]
@@ -806,7 +809,7 @@ def test_select_sections_show_prior_calibration_cost_front_and_suggestion(full_d
 
     nxt = section("next")
     assert '<ol id="suggestions">' in nxt and "tiny-mix-70-30" in nxt
-    assert "today&#x27;s pick is tiny-dialogue" in nxt
+    assert "today's pick is tiny-dialogue" in html.unescape(nxt)
     cost = section("cost")
     assert '<figure id="pareto">' in cost and "<svg" in cost and "Pareto front" in cost
     prior = section("prior")
@@ -816,3 +819,31 @@ def test_select_sections_show_prior_calibration_cost_front_and_suggestion(full_d
     assert 'id="calibration"' in prior and "calibrate ahrabian2025-regression" in prior
     empty = render_report(dataclasses.replace(make_inputs(), cv_summary=None))
     assert "No suggestions asked for" in empty and "No costs" in empty and "No prior" in empty
+
+
+def test_imported_and_sampled_corpora_are_labelled_and_shown_apart() -> None:
+    # imported-web's corpus is real text given for it; the others were sampled from each model
+    inputs = make_inputs()
+    corpora = {m: {"origin": ["generated"]} for m in MODELS}
+    corpora["imported-web"] = {"origin": ["imported"]}
+    doc = render_report(
+        dataclasses.replace(inputs, provenance={**inputs.provenance, "corpora": corpora})
+    )
+    profile = doc.split('<section id="profile">')[1].split("</section>")[0]
+    assert (
+        'id="family-closeness-imported"' in profile and 'id="family-closeness-sampled"' in profile
+    )
+    assert "are not comparable" in profile
+    imported = profile.split('id="family-closeness-imported"')[1].split("</div>")[0]
+    assert "imported-web" in imported and "tiny-dialogue" not in imported
+    assert '<span class="origin imported"' in profile
+    assert '<span class="origin sampled"' in profile
+    # one origin for all: no split, no note
+    same = {m: {"origin": ["generated"]} for m in MODELS}
+    doc = render_report(
+        dataclasses.replace(inputs, provenance={**inputs.provenance, "corpora": same})
+    )
+    profile = doc.split('<section id="profile">')[1].split("</section>")[0]
+    assert "are not comparable" not in profile and 'id="family-closeness-sampled"' not in profile
+    # nothing recorded (an older run): no tags
+    assert '<span class="origin' not in render_report(inputs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import Literal, TypeGuard
@@ -119,9 +119,21 @@ def _clip_label(text: str, max_chars: int) -> str:
     return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
 
 
-def _label_width(labels: Sequence[str], max_chars: int) -> float:
-    longest = max((len(_clip_label(s, max_chars)) for s in labels), default=4)
+def _label_width(
+    labels: Sequence[str], max_chars: int, tags: Mapping[str, str] | None = None
+) -> float:
+    tags = tags or {}
+    longest = max(
+        (len(_clip_label(s, max_chars)) + (len(tags[s]) + 3 if s in tags else 0) for s in labels),
+        default=4,
+    )
     return 12 + longest * _CHAR_PX
+
+
+def _label(text: str, max_chars: int, tag: str | None) -> str:
+    """A row label's content: the clipped name, a muted `` · tag`` after it, the full name."""
+    suffix = f'<tspan class="tag"> · {escape(tag)}</tspan>' if tag else ""
+    return f"{escape(_clip_label(text, max_chars))}{suffix}<title>{escape(text)}</title>"
 
 
 # -- interval ("forest") plot ---------------------------------------------------------------
@@ -150,13 +162,18 @@ def interval_plot(
     bounds: tuple[float, float] | None = None,
     width: int = 356,
     title: str = "",
+    tags: Mapping[str, str] | None = None,
 ) -> str:
-    """Dots with interval whiskers: one row per category, one dot per series within it."""
+    """Dots with interval whiskers: one row per category, one dot per series within it.
+
+    ``tags`` adds a muted word after a category's label (the corpus origin).
+    """
+    tags = tags or {}
     series = [s for s in series_colours if any(p.series == s for p in points)]
     n_series = max(1, len(series))
     sub_h = 11.0
     row_h = 10 + sub_h * n_series
-    left = _label_width(categories, 28)
+    left = _label_width(categories, 28, tags)
     right, top, bottom = 14.0, 8.0, 44.0
     height = top + row_h * len(categories) + bottom
     plot_w = width - left - right
@@ -183,7 +200,7 @@ def interval_plot(
             )
         out.append(
             f'<text x="{left - 6:.1f}" y="{y0 + row_h / 2 + 4:.1f}" text-anchor="end" '
-            f'class="lbl">{escape(_clip_label(cat, 28))}<title>{escape(cat)}</title></text>'
+            f'class="lbl">{_label(cat, 28, tags.get(cat))}</text>'
         )
     y_axis = top + row_h * len(categories)
     for t in _ticks(lo, hi, step):
@@ -275,18 +292,20 @@ def heatmap(
     value_range: tuple[float, float] | None = None,
     cell_w: int = 54,
     cell_h: int = 28,
+    tags: Mapping[str, str] | None = None,
 ) -> str:
     """Rows x columns of coloured cells with their values; darker = closer.
 
     ``value_range`` fixes the colour scale (to share it between heatmaps); by default it is
-    the range of ``cells``.
+    the range of ``cells``. ``tags`` adds a muted word after a row's label.
     """
+    tags = tags or {}
     vals = [v for v in cells.values() if finite(v)]
     if value_range is not None:
         lo, hi = value_range
     else:
         lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
-    left = _label_width(rows, 28)
+    left = _label_width(rows, 28, tags)
     # Column labels are rotated 50 degrees: each reaches cos 50 * length right of its cell's
     # centre and sin 50 * length above the grid.
     label_px = [len(_clip_label(c, 26)) * _CHAR_PX for c in columns]
@@ -313,7 +332,7 @@ def heatmap(
         y = top + i * cell_h
         out.append(
             f'<text x="{left - 6:.1f}" y="{y + cell_h / 2 + 4:.1f}" text-anchor="end" '
-            f'class="lbl">{escape(_clip_label(row, 28))}<title>{escape(row)}</title></text>'
+            f'class="lbl">{_label(row, 28, tags.get(row))}</text>'
         )
         for j, col in enumerate(columns):
             v = cells.get((row, col))
