@@ -6,7 +6,8 @@ features) and the MinHash index at one window scale (``--scale``, 64 words), of 
 
 - ``memory``: the lexical stage's own builders on the whole corpus as one polars frame (the
   plain alternative: everything in one process and in memory);
-- ``local``: ``simscope.engine`` with the local engine, out of core from parquet shards;
+- ``local``: the lexical stage's sharded builder (``simscope.lexical.sharded``) on the local
+  engine, out of core from parquet shards;
 - ``ray-1`` / ``ray-2``: the same with the Ray engine on a local cluster of 1 / 2 CPUs.
 
 Each run is a fresh subprocess, so peak memory is its own: ``peak PSS`` sums the proportional
@@ -24,9 +25,9 @@ is steadier than wall time (``load`` is the 1-minute load average during the run
 ``--work semantic`` measures the semantic index instead (chunk embeddings with the default
 encoder, FAISS, k-NN radii; ``--scale`` is then the chunk length): ``memory`` is
 :func:`simscope.semantic.index.build_semantic_index`, the engine paths
-:func:`simscope.engine.semantic.build_semantic_index` (an actor pool, one encoder per worker);
-``same`` is then the worst cosine between a path's vectors and ``memory``'s (the chunks must
-be identical).
+:func:`simscope.semantic.sharded.build_sharded_semantic_index` (an actor pool, one encoder
+per worker); ``same`` is then the worst cosine between a path's vectors and ``memory``'s (the
+chunks must be identical).
 
 Run: ``python benchmarks/bench_scale.py --sizes 10000 100000 1000000 --repeats 3`` and
 ``python benchmarks/bench_scale.py --work semantic --sizes 2000 10000 --unit-docs 512``
@@ -111,8 +112,9 @@ def run_child(
 ) -> dict[str, Any]:
     if work == "semantic":
         return run_semantic_child(path, shards_dir, out_root, scale, unit_docs)
-    from simscope.engine import CorpusShards, build_lexical_indexes
+    from simscope.engine import CorpusShards
     from simscope.lexical.index import LexicalConfig, build_minhash_index, build_ngram_index
+    from simscope.lexical.sharded import build_sharded_lexical_indexes
 
     cfg = LexicalConfig()
     start_s = 0.0
@@ -128,7 +130,7 @@ def run_child(
     else:
         engine, start_s = _started_engine(path, unit_docs)
         t0 = time.perf_counter()
-        built = build_lexical_indexes(
+        built = build_sharded_lexical_indexes(
             CorpusShards.from_path(shards_dir),
             out_root,
             cfg,
@@ -190,9 +192,9 @@ def run_semantic_child(
     agree within float tolerance, not bit for bit.
     """
     from simscope.engine import CorpusShards
-    from simscope.engine.semantic import build_semantic_index as build_sharded
     from simscope.semantic.config import SemanticConfig
     from simscope.semantic.index import build_semantic_index
+    from simscope.semantic.sharded import build_sharded_semantic_index
 
     cfg = SemanticConfig()
     start_s = 0.0
@@ -207,7 +209,7 @@ def run_semantic_child(
     else:
         engine, start_s = _started_engine(path, unit_docs)
         t0 = time.perf_counter()
-        index = build_sharded(
+        index = build_sharded_semantic_index(
             CorpusShards.from_path(shards_dir),
             out_root,
             cfg,

@@ -27,10 +27,9 @@ import polars as pl
 from simscope import __version__
 from simscope.config import CandidateSection, RunConfig
 from simscope.engine import CorpusShards, EngineConfig, make_engine, write_corpus_shards
-from simscope.engine.lexical import build_lexical_indexes
-from simscope.engine.semantic import build_semantic_index as build_sharded_semantic_index
 from simscope.errors import SimscopeError
 from simscope.lexical.scorer import LexicalScorer, minhash_scales
+from simscope.lexical.sharded import build_sharded_lexical_indexes
 from simscope.overlap.profile import ProfileConfig, build_profile
 from simscope.overlap.scorer import Scorer
 from simscope.preferences import load_preferences
@@ -59,6 +58,7 @@ from simscope.select import (
 )
 from simscope.semantic.index import profile_chunk_words
 from simscope.semantic.scorer import SemanticScorer
+from simscope.semantic.sharded import build_sharded_semantic_index
 from simscope.semantic.topics import fit_topics
 from simscope.storage import (
     atomic_dir,
@@ -384,7 +384,7 @@ def _build_indexes_on_engine(
 
     Paths handed to the workers are absolute; on a cluster of several machines the indexes
     directory must be on storage every node sees, at the same path. Workers that embed unlike
-    this process are refused by the engine's semantic builder.
+    this process are refused by the semantic stage's sharded builder.
     """
     root = Path(cfg.indexes_dir).resolve()
     lexical = replace(cfg.lexical, seed=cfg.seed)
@@ -397,7 +397,7 @@ def _build_indexes_on_engine(
     engine = make_engine(execution)
     try:
         for name in sorted(corpora):
-            build_lexical_indexes(
+            build_sharded_lexical_indexes(
                 shards[name],
                 root,
                 lexical,

@@ -460,11 +460,12 @@ def save_array(directory: Path, name: str, array: np.ndarray) -> None:
     np.save(Path(directory) / f"{name}.npy", array, allow_pickle=False)
 
 
-def load_array(directory: Path, name: str) -> np.ndarray:
-    """Load ``<name>.npy`` written by :func:`save_array` (never unpickles)."""
+def load_array(directory: Path, name: str, *, mmap: bool = False) -> np.ndarray:
+    """Load ``<name>.npy`` written by :func:`save_array` (never unpickles); ``mmap``: map it
+    read-only instead, so the OS pages it in as it is read."""
     path = Path(directory) / f"{name}.npy"
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise SimscopeError(f"{path}: unreadable array ({e}); rebuild the index") from None
 

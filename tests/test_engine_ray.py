@@ -1,6 +1,6 @@
-"""Execution engines: the local and Ray engines build the same lexical indexes as the
-in-memory builders, out of core from shards; a worker killed mid-run is retried, and a run
-whose workers keep dying fails cleanly with no index directory left behind.
+"""Execution engines: on the local and Ray engines the stages' sharded builders build the same
+indexes as their in-memory builders, out of core from shards; a worker killed mid-run is
+retried, and a run whose workers keep dying fails cleanly with no index directory left behind.
 
 The Ray tests start one local 2-CPU cluster (loopback only) for the module, are skipped when
 ``ray`` is not installed, and are marked slow (the cluster's start and first Ray Data run
@@ -25,8 +25,6 @@ from simscope.engine import (
     CorpusShards,
     EngineConfig,
     LocalEngine,
-    build_lexical_indexes,
-    hash_corpus_texts,
     make_engine,
     write_corpus_shards,
 )
@@ -42,8 +40,9 @@ from simscope.lexical.index import (
     scale_for_lengths,
 )
 from simscope.lexical.scorer import lexical_estimators
+from simscope.lexical.sharded import build_sharded_lexical_indexes
 from simscope.normalize import tokenize
-from simscope.storage import RowHash, slug
+from simscope.storage import RowHash, hash_corpus_texts, slug
 
 CFG = LexicalConfig(batch_docs=300)
 SCALES = (16, 32, 64, 128, 256, 512)
@@ -127,7 +126,9 @@ def test_local_engine_matches_in_memory_builders(
 ) -> None:
     engine = LocalEngine(unit_docs=200)
     assert len(plan_units(shards, engine.unit_docs)) == 8
-    built = build_lexical_indexes(shards, tmp_path, CFG, engine, scales=SCALES, progress=False)
+    built = build_sharded_lexical_indexes(
+        shards, tmp_path, CFG, engine, scales=SCALES, progress=False
+    )
     assert_same_indexes(built, reference, SCALES)
     assert built.ngram is not None
     assert built.ngram.manifest["execution"] == {"engine": "local", "units": 8}
@@ -148,7 +149,9 @@ def test_local_engine_matches_in_memory_builders(
     in_memory = build_ngram_index(corpus, tmp_path, CFG, progress=False)
     assert in_memory.manifest["created_at"] == built.ngram.manifest["created_at"]
     # Built again: loaded (the manifest matches), not rebuilt.
-    again = build_lexical_indexes(shards, tmp_path, CFG, engine, scales=SCALES, progress=False)
+    again = build_sharded_lexical_indexes(
+        shards, tmp_path, CFG, engine, scales=SCALES, progress=False
+    )
     assert again.ngram is not None
     assert again.ngram.manifest["created_at"] == built.ngram.manifest["created_at"]
     assert_same_indexes(again, reference, SCALES)
@@ -177,10 +180,10 @@ def test_local_engine_merges_ngrams_over_many_ranges(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import simscope.engine.lexical as engine_lexical
+    import simscope.lexical.sharded as lexical_sharded
 
-    monkeypatch.setattr(engine_lexical, "MERGE_RANGE_VALUES", 5000)  # -> 64 ranges
-    built = build_lexical_indexes(shards, tmp_path, CFG, LocalEngine(200), progress=False)
+    monkeypatch.setattr(lexical_sharded, "MERGE_RANGE_VALUES", 5000)  # -> 64 ranges
+    built = build_sharded_lexical_indexes(shards, tmp_path, CFG, LocalEngine(200), progress=False)
     assert built.ngram is not None
     for n in CFG.ngram_sizes:
         np.testing.assert_array_equal(built.ngram.ngrams[n], reference[0].ngrams[n])
@@ -199,7 +202,7 @@ def test_jsonl_shards_give_the_same_index_and_input_hash(
         with gzip.open(path, "wt", encoding="utf-8") as f:
             for row in rows[lo : lo + 1000]:
                 f.write(json.dumps(row) + "\n")
-    from_jsonl = build_lexical_indexes(
+    from_jsonl = build_sharded_lexical_indexes(
         CorpusShards.from_path(tmp_path / "jsonl"),
         tmp_path / "a",
         CFG,
@@ -207,7 +210,7 @@ def test_jsonl_shards_give_the_same_index_and_input_hash(
         scales=(64,),
         progress=False,
     )
-    from_parquet = build_lexical_indexes(
+    from_parquet = build_sharded_lexical_indexes(
         shards, tmp_path / "b", CFG, LocalEngine(300), scales=(64,), progress=False
     )
     assert_same_indexes(from_jsonl, reference, (64,))
@@ -224,7 +227,7 @@ def test_shards_out_of_doc_id_order_are_refused(corpus: pl.DataFrame, tmp_path: 
     b.write_parquet(tmp_path / "part-0.parquet")  # later ids first
     a.write_parquet(tmp_path / "part-1.parquet")
     with pytest.raises(SimscopeError, match="ascending doc_id order"):
-        build_lexical_indexes(
+        build_sharded_lexical_indexes(
             CorpusShards.from_path(tmp_path), tmp_path / "idx", CFG, LocalEngine(), progress=False
         )
     assert not (tmp_path / "idx").exists() or not list((tmp_path / "idx").iterdir())
@@ -304,11 +307,13 @@ def test_ray_engine_matches_local(
     queries: list[str],
     tmp_path: Path,
 ) -> None:
-    built = build_lexical_indexes(shards, tmp_path, CFG, ray_engine, scales=SCALES, progress=False)
+    built = build_sharded_lexical_indexes(
+        shards, tmp_path, CFG, ray_engine, scales=SCALES, progress=False
+    )
     assert_same_indexes(built, reference, SCALES)
     assert built.ngram is not None
     assert built.ngram.manifest["execution"] == {"engine": "ray", "units": 8}
-    local = build_lexical_indexes(
+    local = build_sharded_lexical_indexes(
         shards, tmp_path / "local", CFG, LocalEngine(200), scales=SCALES, progress=False
     )
     assert local.ngram is not None
@@ -374,7 +379,7 @@ def test_ray_retries_a_killed_worker_and_the_index_is_intact(
 ) -> None:
     marker = tmp_path / "killed-once"
     engine = flaky(ray_engine, marker, always=False)
-    built = build_lexical_indexes(
+    built = build_sharded_lexical_indexes(
         shards, tmp_path / "idx", CFG, engine, scales=(64,), progress=False
     )
     assert marker.exists()  # the worker did die once
@@ -384,7 +389,7 @@ def test_ray_retries_a_killed_worker_and_the_index_is_intact(
         f"minhash-{slug(MODEL)}-w64",
     ]
     # The manifest's checksums hold: loading again verifies every file.
-    again = build_lexical_indexes(
+    again = build_sharded_lexical_indexes(
         shards, tmp_path / "idx", CFG, LocalEngine(), scales=(64,), progress=False
     )
     assert_same_indexes(again, reference, (64,))
@@ -397,13 +402,15 @@ def test_ray_worker_that_always_dies_fails_cleanly(
     root = tmp_path / "idx"
     engine = flaky(ray_engine, tmp_path / "marker", always=True)
     with pytest.raises(SimscopeError, match=r"a Ray worker died 3 times .* no index was written"):
-        build_lexical_indexes(shards, root, CFG, engine, scales=(64,), progress=False)
+        build_sharded_lexical_indexes(shards, root, CFG, engine, scales=(64,), progress=False)
     assert not root.exists() or list(root.iterdir()) == []
     # A failed rebuild leaves an existing index as it was.
-    build_lexical_indexes(shards, root, CFG, LocalEngine(200), scales=(64,), progress=False)
+    build_sharded_lexical_indexes(shards, root, CFG, LocalEngine(200), scales=(64,), progress=False)
     before = {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
     with pytest.raises(SimscopeError, match="no index was written"):
-        build_lexical_indexes(shards, root, CFG, engine, scales=(64,), rebuild=True, progress=False)
+        build_sharded_lexical_indexes(
+            shards, root, CFG, engine, scales=(64,), rebuild=True, progress=False
+        )
     after = {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
     assert after == before
     assert not list(root.glob("*.incomplete*"))
@@ -419,7 +426,7 @@ def test_ray_reports_a_user_error_from_a_worker(ray_engine: Any, tmp_path: Path)
         + "\n"
     )
     with pytest.raises(SimscopeError) as e:
-        build_lexical_indexes(
+        build_sharded_lexical_indexes(
             CorpusShards.from_path(path), tmp_path / "idx", CFG, ray_engine, progress=False
         )
     assert str(e.value) == f"{path}:2: field 'text': expected a string, found 3"
@@ -430,9 +437,9 @@ def test_ray_reports_a_user_error_from_a_worker(ray_engine: Any, tmp_path: Path)
 def test_ray_semantic_index_matches_local(
     ray_engine: Any, hh_records: list[dict[str, str]], tmp_path: Path
 ) -> None:
-    from simscope.engine.semantic import build_semantic_index as build_sharded
     from simscope.semantic.config import SemanticConfig
     from simscope.semantic.index import build_semantic_index
+    from simscope.semantic.sharded import build_sharded_semantic_index
 
     texts = [r["chosen"] for r in hh_records[:90]] + ["", "short text"]
     corpus = pl.DataFrame(
@@ -446,7 +453,9 @@ def test_ray_semantic_index_matches_local(
     cfg = SemanticConfig()
     local = build_semantic_index(corpus, tmp_path / "local", cfg, chunk_words=64, progress=False)
     shards = write_corpus_shards(corpus, tmp_path / "shards", rows_per_shard=40)
-    built = build_sharded(shards, tmp_path / "ray", cfg, ray_engine, chunk_words=64, progress=False)
+    built = build_sharded_semantic_index(
+        shards, tmp_path / "ray", cfg, ray_engine, chunk_words=64, progress=False
+    )
     assert built.manifest["execution"] == {"engine": "ray", "units": 3}
     np.testing.assert_array_equal(built.chunk_doc, local.chunk_doc)
     assert built.vectors.shape == local.vectors.shape
@@ -456,11 +465,17 @@ def test_ray_semantic_index_matches_local(
     fit_built, fit_local = built.gaussian_fit(), local.gaussian_fit()
     np.testing.assert_allclose(fit_built.mean, fit_local.mean, atol=1e-3)
     np.testing.assert_allclose(fit_built.cov, fit_local.cov, atol=1e-3)
+    # The FAISS indexes answer alike: each chunk's 5 nearest similarities, best first.
+    np.testing.assert_allclose(
+        built.search(local.vectors, 5)[0], local.search(local.vectors, 5)[0], atol=2e-3
+    )
     assert built.manifest["index_type"] == local.manifest["index_type"]
     assert built.manifest["params"] == local.manifest["params"]
     assert built.manifest["params"]["input_hash"] == hash_corpus_texts(texts)
     # Loaded, not rebuilt, the second time.
-    again = build_sharded(shards, tmp_path / "ray", cfg, ray_engine, chunk_words=64, progress=False)
+    again = build_sharded_semantic_index(
+        shards, tmp_path / "ray", cfg, ray_engine, chunk_words=64, progress=False
+    )
     assert again.manifest["created_at"] == built.manifest["created_at"]
 
 
@@ -468,9 +483,9 @@ def test_ray_semantic_index_matches_local(
 def test_ray_likelihood_scores_match_in_process(
     ray_engine: Any, hh_records: list[dict[str, str]], tmp_path: Path
 ) -> None:
-    from simscope.engine.probe import score_corpus
     from simscope.probe.likelihood import LikelihoodConfig, score_texts
     from simscope.probe.model import load_model
+    from simscope.probe.sharded import score_sharded_corpus
     from simscope.probe.tiny import TinyLMConfig, train_tiny_lm
 
     lm_dir = train_tiny_lm(
@@ -491,7 +506,7 @@ def test_ray_likelihood_scores_match_in_process(
     shards = write_corpus_shards(corpus, tmp_path / "shards", rows_per_shard=120)
     cfg = LikelihoodConfig(max_tokens=64)
     expected = score_texts(load_model(lm_dir, device="cpu"), texts, cfg, progress=False)
-    got = score_corpus(shards, lm_dir, tmp_path / "work", ray_engine, cfg, device="cpu")
+    got = score_sharded_corpus(shards, lm_dir, tmp_path / "work", ray_engine, cfg, device="cpu")
     for field in ("mean_logprob_first_k", "bits_per_byte"):
         np.testing.assert_allclose(
             getattr(got, field), getattr(expected, field), rtol=1e-5, equal_nan=True

@@ -1,10 +1,12 @@
-"""Execution engines: where a stage's work over a large corpus runs (in process, or on Ray).
+"""Execution engines: where the work over a large corpus runs (in process, or on Ray).
 
-The stages expose pure batch functions and know nothing of engines; this package cuts a
-sharded corpus into work units, runs the stages' batch functions over them on the chosen
-engine, and assembles the indexes on disk. Lexical indexes are here; the model stages are in
-``simscope.engine.semantic`` (embeddings, FAISS) and ``simscope.engine.probe`` (likelihood
-scoring), imported on use since they load torch.
+This package knows no stage. It owns the executors (:class:`LocalEngine`, and
+``simscope.engine.ray.RayEngine``, imported on use), a sharded corpus on disk and its work
+units (``simscope.engine.shards``): how the corpus is cut, read, checked and hashed, and
+where a unit writes its parts. Each stage owns the out-of-core builder of its own index and
+runs it on an engine: ``simscope.lexical.sharded`` (n-gram and MinHash indexes),
+``simscope.semantic.sharded`` (embeddings, FAISS) and ``simscope.probe.sharded`` (likelihood
+scoring).
 """
 
 from simscope.engine.base import (
@@ -14,26 +16,14 @@ from simscope.engine.base import (
     LocalEngine,
     make_engine,
 )
-from simscope.engine.lexical import (
-    LexicalIndexes,
-    build_lexical_indexes,
-    build_minhash_index,
-    build_ngram_index,
-)
 from simscope.engine.shards import CorpusShards, write_corpus_shards
-from simscope.storage import hash_corpus_texts
 
 __all__ = [
     "ENGINE_KINDS",
     "CorpusShards",
     "Engine",
     "EngineConfig",
-    "LexicalIndexes",
     "LocalEngine",
-    "build_lexical_indexes",
-    "build_minhash_index",
-    "build_ngram_index",
-    "hash_corpus_texts",
     "make_engine",
     "write_corpus_shards",
 ]

@@ -1,4 +1,5 @@
-"""A probe corpus on disk as shards: listing, work units, batched reading, content hash.
+"""A probe corpus on disk as shards: listing, work units, batched reading, content hash, and
+the parts a unit writes.
 
 A corpus too large for memory is a directory (or list) of ProbeCorpus shards, parquet
 (``*.parquet``) or JSON lines (``*.jsonl``, ``*.jsonl.gz``), each row ``model``, ``doc_id``,
@@ -13,21 +14,28 @@ The corpus's content hash (:class:`simscope.storage.RowHash`, every index's ``in
 is computed in parallel: a polynomial over the rows' own xxh3-128 digests, so each unit hashes
 its rows and the driver combines the units' sums by their row offsets. It depends on the
 texts and their order only, not on the sharding, and equals the in-memory builders' hash.
+
+A unit function writes its large outputs as ``.npy`` parts (:func:`part_path`,
+:func:`save_part`) under the ``.incomplete/`` directory of the index being built, and returns
+a small summary; the stage that owns the index assembles the parts.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
+from simscope.engine.base import Engine, Summary
 from simscope.errors import SimscopeError
 from simscope.readers import surrogate_error
 from simscope.records import PROBE_SCHEMA, check_frame
@@ -296,3 +304,39 @@ def check_corpus(
             )
         prev = (u.path, s["last_doc_id"])
     return RowHash.combine([s["hash"] for s in summaries]), rows
+
+
+@dataclass(frozen=True)
+class ScanTask:
+    """A unit function that only reads its rows and reports them (:class:`CorpusScan`)."""
+
+    batch_docs: int = 1024
+
+    def __call__(self, unit: ShardUnit) -> Summary:
+        scan = CorpusScan(unit)
+        for batch in read_unit(unit, self.batch_docs):
+            scan.update(batch)
+        return scan.summary()
+
+
+def scan_corpus(
+    engine: Engine, units: Sequence[ShardUnit], model: str, *, progress: bool = True
+) -> tuple[str, int]:
+    """The corpus's content hash and row count, computed on ``engine`` (to check an existing
+    index against it); refuses what :func:`check_corpus` refuses."""
+    summaries = engine.map_units(ScanTask(), units, desc=f"hash {model}", progress=progress)
+    return check_corpus(summaries, units, model)
+
+
+def part_path(directory: Path | str, unit: int, what: str) -> Path:
+    """Where work unit ``unit`` writes its part ``what``: ``u000003-<what>.npy``."""
+    return Path(directory) / f"u{unit:06d}-{what}.npy"
+
+
+def save_part(path: Path, array: np.ndarray) -> None:
+    """Write one part as ``.npy`` beside ``path``, then rename it into place: a retried unit
+    replaces what a dead attempt left, and a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+    os.replace(tmp, path)

@@ -9,6 +9,11 @@ Two kinds, each its own directory with a manifest (``simscope.storage``):
   compared with corpus text of its own length scale (DESIGN.md, granularity). Each text is
   matched at the scale nearest its own length (:func:`scale_for_lengths`), and only the
   scales a slice needs are built.
+
+Each kind's directory name (:func:`ngram_index_path`, :func:`minhash_index_path`), manifest
+parameters (:func:`ngram_index_params`, :func:`minhash_index_params`), array files and loader
+are defined here once, for both builders: the in-memory ones below, and the out-of-core ones
+over a sharded corpus in :mod:`simscope.lexical.sharded`.
 """
 
 from __future__ import annotations
@@ -43,6 +48,25 @@ logger = logging.getLogger(__name__)
 
 NGRAM_KIND = "lexical-ngrams"
 MINHASH_KIND = "lexical-minhash"
+FEATURES_ARRAY = "features"
+SIGNATURES_ARRAY = "signatures"
+CHUNK_DOC_ARRAY = "chunk_doc"
+
+
+def ngrams_array(n: int) -> str:
+    """The array file (``<name>.npy``) of an n-gram index's ``n``-gram hash set."""
+    return f"ngrams_{n}"
+
+
+def ngram_index_path(root: Path, model: str) -> Path:
+    """Where the n-gram index of ``model``'s corpus lives: ``lexical-<model>``."""
+    return Path(root) / f"lexical-{slug(model)}"
+
+
+def minhash_index_path(root: Path, model: str, chunk_words: int) -> Path:
+    """Where the MinHash index of ``model``'s corpus at ``chunk_words`` lives:
+    ``minhash-<model>-w<W>``."""
+    return Path(root) / f"minhash-{slug(model)}-w{chunk_words}"
 
 
 @dataclass(frozen=True)
@@ -127,7 +151,8 @@ class NgramIndex:
     manifest: dict[str, Any]
 
 
-def _ngram_params(model: str, cfg: LexicalConfig, input_hash: str) -> dict[str, Any]:
+def ngram_index_params(model: str, cfg: LexicalConfig, input_hash: str) -> dict[str, Any]:
+    """The manifest parameters of an n-gram index (what must match for it to be loaded)."""
     return {
         "model": model,
         "normalization": cfg.normalization.as_dict(),
@@ -147,8 +172,8 @@ def build_ngram_index(
 ) -> NgramIndex:
     """Load ``indexes/lexical-<model>`` if it matches, else build it (atomically)."""
     model, texts = split_probe_corpus(corpus)
-    params = _ngram_params(model, cfg, hash_corpus_texts(texts))
-    path = Path(root) / f"lexical-{slug(model)}"
+    params = ngram_index_params(model, cfg, hash_corpus_texts(texts))
+    path = ngram_index_path(root, model)
     if path.exists() and not rebuild:
         return load_ngram_index(path, params)
     parts: dict[int, list[np.ndarray]] = {n: [] for n in cfg.ngram_sizes}
@@ -163,8 +188,8 @@ def build_ngram_index(
     }
     with atomic_dir(path, overwrite=True) as tmp:
         for n, arr in ngrams.items():
-            save_array(tmp, f"ngrams_{n}", arr)
-        save_array(tmp, "features", features)
+            save_array(tmp, ngrams_array(n), arr)
+        save_array(tmp, FEATURES_ARRAY, features)
         manifest = write_manifest(
             tmp,
             NGRAM_KIND,
@@ -178,11 +203,17 @@ def build_ngram_index(
     return NgramIndex(path, ngrams, features, manifest)
 
 
-def load_ngram_index(path: Path, params: dict[str, Any]) -> NgramIndex:
-    """Load an n-gram index, refusing other parameters or a damaged file."""
-    manifest = read_manifest(path, NGRAM_KIND, params)
-    ngrams = {n: load_array(path, f"ngrams_{n}") for n in params["ngram_sizes"]}
-    return NgramIndex(Path(path), ngrams, load_array(path, "features"), manifest)
+def load_ngram_index(
+    path: Path, params: dict[str, Any], *, mmap: bool = False, verify_files: bool = True
+) -> NgramIndex:
+    """Load an n-gram index, refusing other parameters or a damaged file.
+
+    ``mmap``: the arrays stay on disk, paged in as they are read; ``verify_files=False``
+    skips the files' checksums (for an index this process has just written).
+    """
+    manifest = read_manifest(path, NGRAM_KIND, params, verify_files=verify_files)
+    ngrams = {n: load_array(path, ngrams_array(n), mmap=mmap) for n in params["ngram_sizes"]}
+    return NgramIndex(Path(path), ngrams, load_array(path, FEATURES_ARRAY, mmap=mmap), manifest)
 
 
 # ---- MinHash over corpus windows -----------------------------------------------------------
@@ -265,9 +296,10 @@ class MinHashIndex:
         return NearDuplicateFinder(self.signatures, self.cfg.thresholds)
 
 
-def _minhash_params(
+def minhash_index_params(
     model: str, cfg: LexicalConfig, chunk_words: int, input_hash: str
 ) -> dict[str, Any]:
+    """The manifest parameters of a MinHash index (what must match for it to be loaded)."""
     return {
         "model": model,
         "engine": cfg.engine,
@@ -294,8 +326,8 @@ def build_minhash_index(
 ) -> MinHashIndex:
     """Load ``indexes/minhash-<model>-w<W>`` if it matches, else build it (atomically)."""
     model, texts = split_probe_corpus(corpus)
-    params = _minhash_params(model, cfg, chunk_words, hash_corpus_texts(texts))
-    path = Path(root) / f"minhash-{slug(model)}-w{chunk_words}"
+    params = minhash_index_params(model, cfg, chunk_words, hash_corpus_texts(texts))
+    path = minhash_index_path(root, model, chunk_words)
     if path.exists() and not rebuild:
         return load_minhash_index(path, params, cfg)
     sigs, docs = [], []
@@ -308,18 +340,26 @@ def build_minhash_index(
     signatures = np.concatenate(sigs) if sigs else np.empty((0, cfg.num_perm), np.uint32)
     chunk_doc = np.concatenate(docs) if docs else np.empty(0, np.int64)
     with atomic_dir(path, overwrite=True) as tmp:
-        save_array(tmp, "signatures", signatures)
-        save_array(tmp, "chunk_doc", chunk_doc)
+        save_array(tmp, SIGNATURES_ARRAY, signatures)
+        save_array(tmp, CHUNK_DOC_ARRAY, chunk_doc)
         manifest = write_manifest(tmp, MINHASH_KIND, params, extra={"rows": int(chunk_doc.size)})
     logger.info("built %s: %d windows from %d docs", path, chunk_doc.size, len(texts))
     return MinHashIndex(path, signatures, chunk_doc, chunk_words, manifest, cfg)
 
 
-def load_minhash_index(path: Path, params: dict[str, Any], cfg: LexicalConfig) -> MinHashIndex:
-    """Load a MinHash index, refusing another engine, other parameters or a damaged file."""
-    manifest = read_manifest(path, MINHASH_KIND, params)
-    signatures = load_array(path, "signatures")
-    chunk_doc = load_array(path, "chunk_doc")
+def load_minhash_index(
+    path: Path,
+    params: dict[str, Any],
+    cfg: LexicalConfig,
+    *,
+    mmap: bool = False,
+    verify_files: bool = True,
+) -> MinHashIndex:
+    """Load a MinHash index, refusing another engine, other parameters or a damaged file
+    (``mmap``, ``verify_files``: as :func:`load_ngram_index`)."""
+    manifest = read_manifest(path, MINHASH_KIND, params, verify_files=verify_files)
+    signatures = load_array(path, SIGNATURES_ARRAY, mmap=mmap)
+    chunk_doc = load_array(path, CHUNK_DOC_ARRAY, mmap=mmap)
     if (
         signatures.shape != (manifest["rows"], params["num_perm"])
         or chunk_doc.size != manifest["rows"]

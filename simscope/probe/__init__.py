@@ -4,6 +4,7 @@ made elsewhere) and score how likely the model finds the team's own texts.
 Modules: ``model`` (offline loading, device and dtype), ``generate`` (resumable sampling),
 ``importer`` (corpora made elsewhere), ``corpus`` (the ProbeCorpus parquet), ``likelihood``
 (first-K log-probability, bits per byte, zero-shot preference signal, presence distances),
+``sharded`` (likelihood scoring of a sharded corpus, on an engine),
 ``tiny`` (tiny GPT-2 models trained locally for tests, the demo and benchmarks). torch and
 transformers are imported only when a model is loaded or trained.
 """

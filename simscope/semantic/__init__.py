@@ -1,4 +1,5 @@
-"""Semantic stage: sentence embeddings, their cache, FAISS indexes, distribution coverage
+"""Semantic stage: sentence embeddings, their cache, FAISS indexes (built in memory, or out of
+core from a sharded corpus on an engine: ``simscope.semantic.sharded``), distribution coverage
 metrics and topics of the preference data. Knows nothing of n-grams."""
 
 from simscope.semantic.config import SemanticConfig

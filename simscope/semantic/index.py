@@ -10,7 +10,10 @@ with its manifest:
 - ``faiss.index``: ``IndexFlatIP`` (exact) up to ``exact_max_rows`` chunks, ``IndexIVFFlat``
   (inner product, seeded k-means lists) above, written with FAISS's own ``write_index``.
 
-Loading checks the corpus's content hash and every parameter, and refuses a mismatch.
+Loading checks the corpus's content hash and every parameter, and refuses a mismatch. The
+directory name (:func:`index_path`), the manifest parameters (:func:`index_params`) and the
+files (:func:`save_semantic_index`) are defined here once, for the in-memory builder below
+and the out-of-core one over a sharded corpus in :mod:`simscope.semantic.sharded`.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ INDEX_KIND = "semantic"
 DEFAULT_CHUNK_WORDS = 64
 """The chunk length of an index built without a profile's texts to choose one from."""
 FAISS_FILE = "faiss.index"
+VECTORS_ARRAY = "vectors"
+CHUNK_DOC_ARRAY = "chunk_doc"
 _WORD = re.compile(r"\S+")
 
 
@@ -179,12 +184,18 @@ def knn_radii(vectors: np.ndarray, k: int, index: Any = None, block: int = 4096)
     return out
 
 
-def _index_params(
-    model: str, embedder: Encoder, cfg: SemanticConfig, chunk_words: int, input_hash: str
+def index_params(
+    model: str,
+    embedding: Mapping[str, Any],
+    cfg: SemanticConfig,
+    chunk_words: int,
+    input_hash: str,
 ) -> dict[str, Any]:
+    """The manifest parameters of a semantic index (what must match for it to be loaded);
+    ``embedding`` is the encoder's :attr:`~simscope.semantic.embed.Encoder.identity`."""
     return {
         "model": model,
-        "embedding": embedder.identity,
+        "embedding": dict(embedding),
         "chunk_words": chunk_words,
         "exact_max_rows": cfg.exact_max_rows,
         "ivf": [cfg.ivf_lists_per_sqrt_rows, cfg.ivf_train_per_list, cfg.ivf_seed],
@@ -213,7 +224,7 @@ def build_semantic_index(
     words = chunk_words or cfg.chunk_words or DEFAULT_CHUNK_WORDS
     root = Path(index_root)
     embedder = get_embedder(cfg, root)
-    params = _index_params(model, embedder, cfg, words, hash_corpus_texts(texts))
+    params = index_params(model, embedder.identity, cfg, words, hash_corpus_texts(texts))
     path = index_path(root, model, embedder, words)
     if path.exists() and not rebuild:
         return load_semantic_index(path, params, cfg)
@@ -224,40 +235,58 @@ def build_semantic_index(
         chunks.extend(pieces)
         chunk_doc.extend([i] * len(pieces))
     vectors = embedder.embed(chunks, embedder.cache(root), progress=progress)
-    kind = index_kind_for(len(chunks), cfg)
-    index = make_faiss_index(vectors, kind, cfg)
     doc_array = np.asarray(chunk_doc, dtype=np.int64)
     with atomic_dir(path, overwrite=True) as tmp:
-        save_array(tmp, "vectors", vectors)
-        save_array(tmp, "chunk_doc", doc_array)
-        faiss.write_index(index, str(tmp / FAISS_FILE))
-        manifest = write_manifest(
-            tmp,
-            INDEX_KIND,
-            params,
-            extra={
-                "rows": len(chunks),
-                "docs": len(texts),
-                "engine": f"faiss {faiss.__version__} {kind}",
-                "index_type": kind,
-            },
-        )
+        index, manifest = save_semantic_index(tmp, vectors, doc_array, params, cfg, docs=len(texts))
     logger.info(
         "built %s: %d chunks of ~%d words from %d docs (%s)",
         path,
         len(chunks),
         words,
         len(texts),
-        kind,
+        manifest["index_type"],
     )
     return SemanticIndex(path, root, model, vectors, doc_array, index, manifest)
+
+
+def save_semantic_index(
+    directory: Path,
+    vectors: np.ndarray,
+    chunk_doc: np.ndarray,
+    params: Mapping[str, Any],
+    cfg: SemanticConfig,
+    *,
+    docs: int,
+    extra: Mapping[str, Any] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Write an index into ``directory`` (its ``.incomplete/``): the vectors, the chunk rows,
+    the FAISS index (exact or IVF by size, :func:`index_kind_for`) and the manifest, with
+    ``extra`` in it. Returns the FAISS index and the manifest."""
+    kind = index_kind_for(len(chunk_doc), cfg)
+    index = make_faiss_index(vectors, kind, cfg)
+    save_array(directory, VECTORS_ARRAY, vectors)
+    save_array(directory, CHUNK_DOC_ARRAY, chunk_doc)
+    faiss.write_index(index, str(Path(directory) / FAISS_FILE))
+    manifest = write_manifest(
+        directory,
+        INDEX_KIND,
+        params,
+        extra={
+            "rows": len(chunk_doc),
+            "docs": docs,
+            "engine": f"faiss {faiss.__version__} {kind}",
+            "index_type": kind,
+            **(extra or {}),
+        },
+    )
+    return index, manifest
 
 
 def load_semantic_index(path: Path, params: dict[str, Any], cfg: SemanticConfig) -> SemanticIndex:
     """Load a semantic index, refusing other texts, other parameters or a damaged file."""
     manifest = read_manifest(path, INDEX_KIND, params)
-    vectors = load_array(path, "vectors")
-    chunk_doc = load_array(path, "chunk_doc")
+    vectors = load_array(path, VECTORS_ARRAY)
+    chunk_doc = load_array(path, CHUNK_DOC_ARRAY)
     index: Any = faiss.read_index(str(Path(path) / FAISS_FILE))
     rows = manifest["rows"]
     if vectors.shape[0] != rows or chunk_doc.size != rows or index.ntotal != rows:

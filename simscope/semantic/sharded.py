@@ -1,4 +1,5 @@
-"""The semantic index of a sharded corpus: chunk embeddings computed by an actor pool.
+"""The semantic index of a sharded corpus: chunk embeddings computed by an actor pool on
+any engine (:mod:`simscope.engine`: local or Ray).
 
 The driver resolves the encoder first (``auto`` measured once per indexes directory, the
 static encoder distilled there at first use), so every worker embeds with the same one.
@@ -9,8 +10,11 @@ cache under the indexes directory (:meth:`~simscope.semantic.embed.Encoder.embed
 embedded by an earlier run, another corpus or another worker is not embedded again; each
 write is its own atomically renamed shard, so workers never collide), writing vectors and
 chunk-to-row parts under the index's ``.incomplete/parts/``. The driver concatenates them
-(memory-mapped) and builds the FAISS index as the in-memory builder does: it needs all
-vectors in one process (1.5 KiB per chunk at 384 dimensions).
+(memory-mapped) and writes the index with the in-memory builder's own directory name,
+parameters and files (:func:`~simscope.semantic.index.index_path`,
+:func:`~simscope.semantic.index.index_params`,
+:func:`~simscope.semantic.index.save_semantic_index`): the FAISS index needs all vectors in
+one process (1.5 KiB per chunk at 384 dimensions).
 
 Vectors match :func:`simscope.semantic.index.build_semantic_index` within float tolerance
 (encoder batches are composed differently); chunk rows exactly.
@@ -18,13 +22,10 @@ Vectors match :func:`simscope.semantic.index.build_semantic_index` within float 
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
 
-import faiss
 import numpy as np
 
 from simscope.engine.base import Engine, Summary
@@ -34,8 +35,11 @@ from simscope.engine.shards import (
     ShardUnit,
     check_corpus,
     first_model,
+    part_path,
     plan_units,
     read_unit,
+    save_part,
+    scan_corpus,
 )
 from simscope.errors import SimscopeError
 from simscope.semantic.choice import resolve
@@ -43,22 +47,19 @@ from simscope.semantic.config import SemanticConfig
 from simscope.semantic.embed import get_embedder
 from simscope.semantic.index import (
     DEFAULT_CHUNK_WORDS,
-    FAISS_FILE,
-    INDEX_KIND,
     SemanticIndex,
-    _index_params,
     chunk_document,
-    index_kind_for,
+    index_params,
     index_path,
     load_semantic_index,
-    make_faiss_index,
+    save_semantic_index,
 )
-from simscope.storage import atomic_dir, save_array, write_manifest
+from simscope.storage import atomic_dir
 
 _READ_DOCS = 1024  # documents read and embedded at a time within a unit
 
 
-def build_semantic_index(
+def build_sharded_semantic_index(
     shards: CorpusShards,
     index_root: Path,
     cfg: SemanticConfig,
@@ -84,9 +85,8 @@ def build_semantic_index(
     here_embedder = get_embedder(cfg, root)
     path = index_path(root, model, here_embedder, words)
     if path.exists() and not rebuild:
-        summaries = engine.map_units(_ScanTask(), units, desc=f"hash {model}", progress=progress)
-        input_hash, _ = check_corpus(summaries, units, model)
-        params = _index_params(model, here_embedder, cfg, words, input_hash)
+        input_hash, _ = scan_corpus(engine, units, model, progress=progress)
+        params = index_params(model, here_embedder.identity, cfg, words, input_hash)
         return load_semantic_index(path, params, cfg)
     with atomic_dir(path, overwrite=True) as tmp:
         parts = tmp / "parts"
@@ -114,44 +114,18 @@ def build_semantic_index(
                 f"embeds with {here}; set semantic.precision (and the encoder) explicitly so "
                 "both agree"
             )
-        identity = summaries[0]["identity"]
         vectors, chunk_doc = _concat(parts, summaries)
         shutil.rmtree(parts)
-        kind = index_kind_for(len(chunk_doc), cfg)
-        index = make_faiss_index(vectors, kind, cfg)
-        save_array(tmp, "vectors", vectors)
-        save_array(tmp, "chunk_doc", chunk_doc)
-        faiss.write_index(index, str(tmp / FAISS_FILE))
-        params = _index_params(model, cast(Any, _Identity(identity)), cfg, words, input_hash)
-        manifest = write_manifest(
+        index, manifest = save_semantic_index(
             tmp,
-            INDEX_KIND,
-            params,
-            extra={
-                "rows": len(chunk_doc),
-                "docs": rows,
-                "engine": f"faiss {faiss.__version__} {kind}",
-                "index_type": kind,
-                "execution": {"engine": engine.name, "units": len(units)},
-            },
+            vectors,
+            chunk_doc,
+            index_params(model, here, cfg, words, input_hash),
+            cfg,
+            docs=rows,
+            extra={"execution": {"engine": engine.name, "units": len(units)}},
         )
     return SemanticIndex(path, root, model, vectors, chunk_doc, index, manifest)
-
-
-@dataclass(frozen=True)
-class _Identity:
-    """Stands in for the Embedder in ``_index_params``: only its identity is read."""
-
-    identity: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class _ScanTask:
-    def __call__(self, unit: ShardUnit) -> Summary:
-        scan = CorpusScan(unit)
-        for batch in read_unit(unit, _READ_DOCS):
-            scan.update(batch)
-        return scan.summary()
 
 
 @dataclass(frozen=True)
@@ -192,12 +166,8 @@ class _EmbedTask:
         dim = self.embedder.dim
         vec = np.concatenate(vectors) if vectors else np.empty((0, dim), np.float32)
         doc = np.concatenate(docs) if docs else np.empty(0, np.int64)
-        for name, array in (("vec", vec), ("doc", doc)):
-            final = self.parts / f"u{unit.index:06d}-{name}.npy"
-            tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as f:
-                np.save(f, array, allow_pickle=False)
-            os.replace(tmp, final)
+        save_part(part_path(self.parts, unit.index, "vec"), vec)
+        save_part(part_path(self.parts, unit.index, "doc"), doc)
         return {**scan.summary(), "chunks": int(doc.size), "identity": self.embedder.identity}
 
 
@@ -209,12 +179,12 @@ def _concat(parts: Path, summaries: list[Summary]) -> tuple[np.ndarray, np.ndarr
     chunk_doc = np.empty(total, dtype=np.int64)
     pos = row0 = 0
     for u, (s, n) in enumerate(zip(summaries, counts, strict=True)):
-        vec = np.load(parts / f"u{u:06d}-vec.npy", mmap_mode="r")
+        vec = np.load(part_path(parts, u, "vec"), mmap_mode="r")
         if vectors is None:
             dim = vec.shape[1]
             vectors = np.empty((total, dim), dtype=np.float32)
         vectors[pos : pos + n] = vec
-        chunk_doc[pos : pos + n] = np.load(parts / f"u{u:06d}-doc.npy") + row0
+        chunk_doc[pos : pos + n] = np.load(part_path(parts, u, "doc")) + row0
         pos += n
         row0 += int(s["rows"])
     assert vectors is not None and dim is not None

@@ -1,8 +1,9 @@
-"""The lexical indexes of a sharded corpus, built out of core by any engine.
+"""The lexical indexes of a sharded corpus, built out of core on any engine
+(:mod:`simscope.engine`: local or Ray).
 
 One pass over the shards computes, per work unit, the parts of every index requested (the
-n-gram sets and feature counts, and the MinHash windows at each scale) with the lexical
-stage's own batch functions (:func:`~simscope.lexical.index.ngram_batch`,
+n-gram sets and feature counts, and the MinHash windows at each scale) with the batch
+functions of the in-memory builders (:func:`~simscope.lexical.index.ngram_batch`,
 :func:`~simscope.lexical.index.sign_batch`); each unit writes its parts as ``.npy`` under
 the index's ``.incomplete/parts/``. The driver then assembles each index without holding the
 corpus: signatures and window-to-document rows are copied part by part into memory-mapped
@@ -10,14 +11,15 @@ arrays; the n-gram sets are merged by hash range (one engine task per range, eac
 range from every part by binary search) and the ranges concatenated. The arrays, and so
 every score computed from them, are identical to :func:`simscope.lexical.index.build_ngram_index`
 and :func:`~simscope.lexical.index.build_minhash_index` on the same corpus in memory, and
-so are the manifests' parameters (``input_hash`` included): either builder loads the other's
-index. The manifests differ only in ``execution`` (engine and work units) and dates.
+so are the manifests' parameters (``input_hash`` included), since both builders take the
+directory names, parameters, array files and loaders of :mod:`simscope.lexical.index`: either
+builder loads the other's index. The manifests differ only in ``execution`` (engine and work
+units) and dates.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -33,23 +35,32 @@ from simscope.engine.shards import (
     ShardUnit,
     check_corpus,
     first_model,
+    part_path,
     plan_units,
     read_unit,
+    save_part,
+    scan_corpus,
 )
 from simscope.lexical.index import (
+    CHUNK_DOC_ARRAY,
+    FEATURES_ARRAY,
     MINHASH_KIND,
     NGRAM_KIND,
+    SIGNATURES_ARRAY,
     LexicalConfig,
     MinHashIndex,
     NgramIndex,
-    _minhash_params,
-    _ngram_params,
     load_minhash_index,
     load_ngram_index,
+    minhash_index_params,
+    minhash_index_path,
     ngram_batch,
+    ngram_index_params,
+    ngram_index_path,
+    ngrams_array,
     sign_batch,
 )
-from simscope.storage import atomic_dir, load_array, read_manifest, slug, write_manifest
+from simscope.storage import atomic_dir, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +70,13 @@ MERGE_RANGE_VALUES = 1 << 23
 
 @dataclass
 class LexicalIndexes:
-    """The indexes built or loaded by :func:`build_lexical_indexes`."""
+    """The indexes built or loaded by :func:`build_sharded_lexical_indexes`."""
 
     ngram: NgramIndex | None
     minhash: dict[int, MinHashIndex] = field(default_factory=dict)
 
 
-def build_lexical_indexes(
+def build_sharded_lexical_indexes(
     shards: CorpusShards,
     root: Path,
     cfg: LexicalConfig,
@@ -87,16 +98,13 @@ def build_lexical_indexes(
     units = plan_units(shards, engine.unit_docs)
     targets: dict[str | int, Path] = {}
     if ngrams:
-        targets["ngrams"] = root / f"lexical-{slug(model)}"
+        targets["ngrams"] = ngram_index_path(root, model)
     for scale in sorted(set(scales)):
-        targets[scale] = root / f"minhash-{slug(model)}-w{scale}"
+        targets[scale] = minhash_index_path(root, model, scale)
     out = LexicalIndexes(None)
     existing = {k: p for k, p in targets.items() if p.exists() and not rebuild}
     if existing:
-        summaries = engine.map_units(
-            _LexicalTask(cfg), units, desc=f"hash {model}", progress=progress
-        )
-        input_hash, rows = check_corpus(summaries, units, model)
+        input_hash, rows = scan_corpus(engine, units, model, progress=progress)
         for key, path in existing.items():
             _load_into(out, key, path, model, cfg, input_hash)
     todo = {k: p for k, p in targets.items() if k not in existing}
@@ -123,7 +131,7 @@ def build_lexical_indexes(
                 write_manifest(
                     directory,
                     NGRAM_KIND,
-                    _ngram_params(model, cfg, input_hash),
+                    ngram_index_params(model, cfg, input_hash),
                     extra={"rows": rows, "ngram_counts": counts, **extra},
                 )
             else:
@@ -133,7 +141,7 @@ def build_lexical_indexes(
                 write_manifest(
                     directory,
                     MINHASH_KIND,
-                    _minhash_params(model, cfg, key, input_hash),
+                    minhash_index_params(model, cfg, key, input_hash),
                     extra={"rows": windows, **extra},
                 )
     for key, path in todo.items():
@@ -142,7 +150,7 @@ def build_lexical_indexes(
     return out
 
 
-def build_ngram_index(
+def build_sharded_ngram_index(
     shards: CorpusShards,
     root: Path,
     cfg: LexicalConfig,
@@ -151,15 +159,16 @@ def build_ngram_index(
     rebuild: bool = False,
     progress: bool = True,
 ) -> NgramIndex:
-    """``indexes/lexical-<model>`` of a sharded corpus (see :func:`build_lexical_indexes`)."""
-    built = build_lexical_indexes(
+    """``indexes/lexical-<model>`` of a sharded corpus (see
+    :func:`build_sharded_lexical_indexes`)."""
+    built = build_sharded_lexical_indexes(
         shards, root, cfg, engine, ngrams=True, rebuild=rebuild, progress=progress
     )
     assert built.ngram is not None
     return built.ngram
 
 
-def build_minhash_index(
+def build_sharded_minhash_index(
     shards: CorpusShards,
     root: Path,
     cfg: LexicalConfig,
@@ -169,8 +178,9 @@ def build_minhash_index(
     rebuild: bool = False,
     progress: bool = True,
 ) -> MinHashIndex:
-    """``indexes/minhash-<model>-w<W>`` of a sharded corpus (see :func:`build_lexical_indexes`)."""
-    built = build_lexical_indexes(
+    """``indexes/minhash-<model>-w<W>`` of a sharded corpus (see
+    :func:`build_sharded_lexical_indexes`)."""
+    built = build_sharded_lexical_indexes(
         shards,
         root,
         cfg,
@@ -188,7 +198,7 @@ def build_minhash_index(
 
 @dataclass(frozen=True)
 class _LexicalTask:
-    """Reads one unit and writes its parts; with no outputs requested it only hashes."""
+    """Reads one unit and writes its parts."""
 
     cfg: LexicalConfig
     ngram_dir: str | None = None
@@ -214,12 +224,11 @@ class _LexicalTask:
                 sigs[scale].append(batch_sigs)
                 docs[scale].append(text_of_chunk + done)
             done += len(batch.texts)
-        tag = f"u{unit.index:06d}"
         if self.ngram_dir is not None:
             for n, parts in ngram_parts.items():
                 merged = sorted_unique(np.concatenate(parts)) if parts else np.empty(0, np.uint64)
-                _save_part(self.ngram_dir, f"{tag}-n{n}", merged)
-            _save_part(self.ngram_dir, f"{tag}-features", features)
+                save_part(part_path(self.ngram_dir, unit.index, f"n{n}"), merged)
+            save_part(part_path(self.ngram_dir, unit.index, "features"), features)
         chunks = {}
         for scale, directory in self.minhash_dirs:
             sig = (
@@ -228,8 +237,8 @@ class _LexicalTask:
                 else np.empty((0, cfg.num_perm), np.uint32)
             )
             doc = np.concatenate(docs[scale]) if docs[scale] else np.empty(0, np.int64)
-            _save_part(directory, f"{tag}-sig", sig)
-            _save_part(directory, f"{tag}-doc", doc)
+            save_part(part_path(directory, unit.index, "sig"), sig)
+            save_part(part_path(directory, unit.index, "doc"), doc)
             chunks[str(scale)] = int(doc.size)
         return {**scan.summary(), "chunks": chunks}
 
@@ -246,15 +255,6 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
     return values[keep]
 
 
-def _save_part(directory: str, name: str, array: np.ndarray) -> None:
-    # Written beside, then renamed: a retried unit replaces what a dead attempt left.
-    final = Path(directory) / f"{name}.npy"
-    tmp = final.with_name(f".{name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-    os.replace(tmp, final)
-
-
 # ---- assembly on the driver -----------------------------------------------------------------
 
 
@@ -268,29 +268,14 @@ def _load_into(
     *,
     mmap: bool = False,
 ) -> None:
+    # Just built: the arrays stay on disk (the OS pages them in as needed), checksums known.
     if key == "ngrams":
-        params = _ngram_params(model, cfg, input_hash)
-        if mmap:  # just built: arrays stay on disk, the OS pages them in as needed
-            manifest = read_manifest(path, NGRAM_KIND, params, verify_files=False)
-            ngrams = {n: np.load(path / f"ngrams_{n}.npy", mmap_mode="r") for n in cfg.ngram_sizes}
-            out.ngram = NgramIndex(path, ngrams, load_array(path, "features"), manifest)
-        else:
-            out.ngram = load_ngram_index(path, params)
+        params = ngram_index_params(model, cfg, input_hash)
+        out.ngram = load_ngram_index(path, params, mmap=mmap, verify_files=not mmap)
     else:
         assert isinstance(key, int)
-        params = _minhash_params(model, cfg, key, input_hash)
-        if mmap:
-            manifest = read_manifest(path, MINHASH_KIND, params, verify_files=False)
-            out.minhash[key] = MinHashIndex(
-                path,
-                np.load(path / "signatures.npy", mmap_mode="r"),
-                np.load(path / "chunk_doc.npy", mmap_mode="r"),
-                key,
-                manifest,
-                cfg,
-            )
-        else:
-            out.minhash[key] = load_minhash_index(path, params, cfg)
+        params = minhash_index_params(model, cfg, key, input_hash)
+        out.minhash[key] = load_minhash_index(path, params, cfg, mmap=mmap, verify_files=not mmap)
 
 
 class _NpyWriter:
@@ -329,16 +314,16 @@ def _concat_minhash(
     counts = [int(s["chunks"][str(scale)]) for s in summaries]
     total = sum(counts)
     with (
-        _NpyWriter(out_dir / "signatures.npy", np.uint32, (total, num_perm)) as signatures,
-        _NpyWriter(out_dir / "chunk_doc.npy", np.int64, (total,)) as chunk_doc,
+        _NpyWriter(out_dir / f"{SIGNATURES_ARRAY}.npy", np.uint32, (total, num_perm)) as sigs,
+        _NpyWriter(out_dir / f"{CHUNK_DOC_ARRAY}.npy", np.int64, (total,)) as chunk_doc,
     ):
         row0 = 0
         for u, (s, n) in enumerate(zip(summaries, counts, strict=True)):
-            sig = np.load(parts / f"u{u:06d}-sig.npy")
-            doc = np.load(parts / f"u{u:06d}-doc.npy")
+            sig = np.load(part_path(parts, u, "sig"))
+            doc = np.load(part_path(parts, u, "doc"))
             if sig.shape != (n, num_perm) or doc.shape != (n,):  # a bug, not a user mistake
                 raise RuntimeError(f"unit {u}: parts of shape {sig.shape}, {doc.shape}; want {n}")
-            signatures.write(sig)
+            sigs.write(sig)
             chunk_doc.write(doc + row0)
             row0 += int(s["rows"])
     return total
@@ -348,10 +333,10 @@ def _sum_features(parts: Path, out_dir: Path, n_units: int) -> None:
     # Counts are integers in float64: the sum is exact in any order.
     total: np.ndarray | None = None
     for u in range(n_units):
-        f = np.load(parts / f"u{u:06d}-features.npy")
+        f = np.load(part_path(parts, u, "features"))
         total = f if total is None else total + f
     assert total is not None
-    np.save(out_dir / "features.npy", total, allow_pickle=False)
+    np.save(out_dir / f"{FEATURES_ARRAY}.npy", total, allow_pickle=False)
 
 
 @dataclass(frozen=True)
@@ -366,7 +351,7 @@ class _MergeRange:
         step = (1 << 64) // n_ranges
         pieces = []
         for u in range(self.n_units):
-            arr = np.load(Path(self.parts) / f"u{u:06d}-n{n}.npy", mmap_mode="r")
+            arr = np.load(part_path(self.parts, u, f"n{n}"), mmap_mode="r")
             a = int(np.searchsorted(arr, np.uint64(r * step), side="left")) if r else 0
             if r == n_ranges - 1:
                 b = arr.size
@@ -376,7 +361,7 @@ class _MergeRange:
                 pieces.append(np.array(arr[a:b]))
             del arr
         merged = sorted_unique(np.concatenate(pieces)) if pieces else np.empty(0, np.uint64)
-        _save_part(self.parts, f"merged-n{n}-r{r:06d}", merged)
+        save_part(Path(self.parts) / f"merged-n{n}-r{r:06d}.npy", merged)
         return {"count": int(merged.size)}
 
 
@@ -387,7 +372,7 @@ def _merge_ngrams(
     merged range by range (each range a task; small sets in this process) and concatenated."""
     jobs = []
     for n in cfg.ngram_sizes:
-        upper = sum(_npy_len(parts / f"u{u:06d}-n{n}.npy") for u in range(n_units))
+        upper = sum(_npy_len(part_path(parts, u, f"n{n}")) for u in range(n_units))
         n_ranges = 1 << max(0, int(np.ceil(np.log2(max(upper, 1) / MERGE_RANGE_VALUES))))
         jobs += [(n, r, n_ranges) for r in range(n_ranges)]
     merge = _MergeRange(str(parts), n_units)
@@ -399,7 +384,7 @@ def _merge_ngrams(
     for n in cfg.ngram_sizes:
         mine = [(job[1], s) for job, s in zip(jobs, summaries, strict=True) if job[0] == n]
         total = sum(int(s["count"]) for _, s in mine)
-        with _NpyWriter(out_dir / f"ngrams_{n}.npy", np.uint64, (total,)) as out:
+        with _NpyWriter(out_dir / f"{ngrams_array(n)}.npy", np.uint64, (total,)) as out:
             for r, _ in mine:
                 out.write(np.load(parts / f"merged-n{n}-r{r:06d}.npy"))
         counts[str(n)] = total

@@ -1,4 +1,5 @@
-"""Likelihood scoring of a sharded corpus by one model, in an actor pool.
+"""Likelihood scoring of a sharded corpus by one model, in an actor pool on any engine
+(:mod:`simscope.engine`: local or Ray).
 
 Each worker loads the model once (:func:`simscope.probe.model.load_model`; on Ray an actor,
 which may hold a GPU) and scores its units' texts with the probe stage's
@@ -25,8 +26,10 @@ from simscope.engine.shards import (
     ShardUnit,
     check_corpus,
     first_model,
+    part_path,
     plan_units,
     read_unit,
+    save_part,
 )
 from simscope.probe.likelihood import LikelihoodConfig, TextScores, score_texts
 from simscope.storage import slug
@@ -35,7 +38,7 @@ _FIELDS = ("mean_logprob_first_k", "bits_per_byte", "n_tokens", "n_bytes")
 _READ_DOCS = 1024
 
 
-def score_corpus(
+def score_sharded_corpus(
     shards: CorpusShards,
     model: str | Path,
     work_dir: Path,
@@ -67,7 +70,7 @@ def score_corpus(
         )
         check_corpus(summaries, units, corpus_model)
         arrays = {
-            f: np.concatenate([np.load(parts / f"u{u:06d}-{f}.npy") for u in range(len(units))])
+            f: np.concatenate([np.load(part_path(parts, u, f)) for u in range(len(units))])
             for f in _FIELDS
         }
     finally:
@@ -107,9 +110,5 @@ class _ScoreTask:
                 out[f].append(getattr(scores, f))
         for f in _FIELDS:
             array = np.concatenate(out[f]) if out[f] else np.empty(0)
-            final = self.parts / f"u{unit.index:06d}-{f}.npy"
-            tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as fh:
-                np.save(fh, array, allow_pickle=False)
-            os.replace(tmp, final)
+            save_part(part_path(self.parts, unit.index, f), array)
         return {**scan.summary(), "model_revision": getattr(self.lm, "revision", None)}
