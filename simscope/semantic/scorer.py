@@ -423,7 +423,7 @@ class SemanticScorer:
         )
 
     def _topic_mass_rows(self, model: str) -> pl.DataFrame:
-        """``self.topic_mass_ratio`` of ``model`` per topic, under the prompt slice (topics
+        """``semantic.topic_mass_ratio`` of ``model`` per topic, under the prompt slice (topics
         are clusters of prompts); a single number per topic, so no interval."""
         index = self.indexes.get((model, "prompt"))
         if self.topics is None or index is None:
@@ -432,7 +432,7 @@ class SemanticScorer:
             pl.lit(model).alias("model"),
             pl.lit("prompt").alias("slice"),
             pl.col("topic"),
-            pl.lit("self.topic_mass_ratio").alias("metric"),
+            pl.lit("semantic.topic_mass_ratio").alias("metric"),
             pl.col("mass_ratio").alias("value"),
             pl.lit(None, dtype=pl.Float64).alias("ci_low"),
             pl.lit(None, dtype=pl.Float64).alias("ci_high"),
