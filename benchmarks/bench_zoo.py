@@ -41,6 +41,7 @@ from simscope.examples.zoo import (
     SWAPS,
     ZooModel,
     measure_reward_models,
+    public_benchmarks,
     rm_test_pairs,
     rm_train_pairs,
     swap_pairs,
@@ -50,8 +51,7 @@ from simscope.examples.zoo import (
     zoo_corpora,
 )
 from simscope.pipeline import run
-from simscope.probe.likelihood import LikelihoodConfig, score_texts
-from simscope.probe.model import load_model, usable_cpus
+from simscope.probe.model import usable_cpus
 
 SLICE = "chosen"
 CLOSENESS = (
@@ -103,16 +103,6 @@ def _config(models: dict[str, Path], n_docs: int) -> str:
     for name, path in models.items():
         lines += ["[[candidates]]", f'name = "{name}"', f'model = "{path}"', ""]
     return "\n".join(lines)
-
-
-def _generic_bpb(models: dict[str, Path], texts: list[str]) -> dict[str, float]:
-    out = {}
-    cfg = LikelihoodConfig(max_tokens=128)
-    for name, path in models.items():
-        scores = score_texts(load_model(path, device="cpu", name=name), texts, cfg, progress=False)
-        n_bytes = scores.n_bytes.astype(float)
-        out[name] = float(np.nansum(scores.bits_per_byte * n_bytes) / n_bytes.sum())
-    return out
 
 
 def _loo_predictions(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -186,7 +176,8 @@ def main() -> None:
             f.write(json.dumps(p) + "\n")
     (work / "simscope.toml").write_text(_config(paths, 32 if args.quick else 96))
     profile = run(load_run_config(work / "simscope.toml"), progress=False).profile
-    generic = _generic_bpb(paths, corpora.generic_text())
+    public = public_benchmarks(paths, corpora.generic_text(), work / "benchmarks.cache.json")
+    generic = {n: b["generic_bpb"] for n, b in public.items()}
     t_profile = time.perf_counter()
 
     whole = profile.filter(pl.col("topic").is_null() & (pl.col("slice") == SLICE))

@@ -619,7 +619,13 @@ def demo(ctx: click.Context, work_dir: str | None, seed: int, rebuild: bool) -> 
         rebuild=rebuild,
         progress=progress_enabled(ctx),
     )
-    _print_run(result)
+    _print_run(result.run)
+    if result.truth:
+        click.echo("Held-out truth (measured after the run; the selection never saw it):")
+        for name, r in result.truth.items():
+            click.echo(
+                f"  {name:28} RM accuracy {r.accuracy:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
+            )
 
 
 def _interval(low: float | None, high: float | None) -> str:

@@ -156,6 +156,8 @@ def test_profile_command_and_its_errors(workspace: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path: Path) -> None:
+    from simscope.examples.demo import CANDIDATES
+
     runner = CliRunner()
     result = runner.invoke(cli, ["--quiet", "demo", "--dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -163,21 +165,26 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     # --quiet: no library bars or notices (weights loading and writing, config defaults)
     for noise in ("Loading weights", "Writing model shards", "[transformers]"):
         assert noise not in result.output
+    untried = sorted(c.name for c in CANDIDATES if not c.measured)
     selection = pl.read_parquet(tmp_path / "run" / "selection.parquet")
-    assert selection.height == 6
-    assert selection.filter(pl.col("observed").is_null())["model"].to_list() == [
-        "tiny-mostly-dialogue"
-    ]
+    assert selection.height == len(CANDIDATES)
+    assert sorted(selection.filter(pl.col("observed").is_null())["model"]) == untried
     rm = pl.read_csv(tmp_path / "rm_results.csv")
-    assert rm.height == 5 and rm["score"].is_between(0.0, 1.0).all()
+    assert sorted(rm["model"]) == sorted(c.name for c in CANDIDATES if c.measured)
+    assert rm["score"].is_between(0.0, 1.0).all()
+    # the held-out truth is printed after the run, for the untried candidates only
+    truth = result.output.split("Held-out truth")[1]
+    assert all(name in truth for name in untried)
     html = (tmp_path / "run" / "report.html").read_text()
-    assert "tiny-mostly-dialogue" in html
-    # the second run reuses the trained models
-    weights = tmp_path / "models" / "tiny-code" / "model.safetensors"
+    assert all(c.name in html for c in CANDIDATES)
+    assert '<span class="origin imported"' in html  # the imported corpus is labelled
+    # the second run reuses the trained models and the measured reward models
+    weights = tmp_path / "models" / CANDIDATES[0].name / "model.safetensors"
     before = weights.stat().st_mtime_ns
     again = runner.invoke(cli, ["--quiet", "demo", "--dir", str(tmp_path)])
     assert again.exit_code == 0, again.output
     assert weights.stat().st_mtime_ns == before
+    assert again.output.split("Held-out truth")[1] == truth
 
 
 @pytest.mark.slow

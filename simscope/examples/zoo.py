@@ -307,6 +307,42 @@ def _reward_one(job: tuple[Path, Any, Any, RewardConfig, int]) -> RewardResult:
     return train_reward_model(path, train, test, config, seed=seed, progress=False)
 
 
+GENERIC_MAX_TOKENS = 128
+
+
+def public_benchmarks(
+    models: Mapping[str, Path], texts: Sequence[str], cache: Path
+) -> dict[str, dict[str, float]]:
+    """The zoo's "public benchmarks" of each model: ``params_B`` (its parameter count, in
+    billions, as a leaderboard gives it) and ``generic_bpb`` (bits per byte on ``texts``,
+    held-out text of every domain: lower is better), cached in ``cache`` (JSON) by the
+    weights and the texts."""
+    from simscope.probe.likelihood import LikelihoodConfig, score_texts
+    from simscope.probe.model import load_model
+
+    known = json.loads(cache.read_text()) if cache.is_file() else {}
+    text_key = hash_texts([*texts, str(GENERIC_MAX_TOKENS)])
+    out, changed = {}, False
+    for name, path in models.items():
+        key = hash_texts([hash_file(path / "model.safetensors"), text_key])
+        if known.get(name, {}).get("key") != key:
+            changed = True
+            lm = load_model(path, device="cpu", dtype="float32", name=name)
+            cfg = LikelihoodConfig(max_tokens=GENERIC_MAX_TOKENS)
+            scores = score_texts(lm, texts, cfg, progress=False)
+            n_bytes = scores.n_bytes.astype(float)
+            known[name] = {
+                "key": key,
+                "params_B": sum(p.numel() for p in lm.model.parameters()) / 1e9,
+                "generic_bpb": float(np.nansum(scores.bits_per_byte * n_bytes) / n_bytes.sum()),
+            }
+        out[name] = {k: v for k, v in known[name].items() if k != "key"}
+    if changed:
+        with atomic_file(cache) as tmp:
+            tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
+    return out
+
+
 def task_records() -> list[dict[str, str]]:
     """The bundled HH-RLHF records the task pairs are made from."""
     return hh_records()
