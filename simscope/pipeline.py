@@ -135,6 +135,7 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
                 seed=cfg.seed,
                 cache_root=cfg.indexes_dir,
                 progress=False,
+                rebuild=rebuild,
             )
         clock.lap("topics")
     profile_cfg = ProfileConfig(

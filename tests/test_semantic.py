@@ -254,6 +254,31 @@ def test_reembedding_cached_texts_encodes_nothing(
     assert get_embedder(CFG, sem_root).texts_encoded == before
 
 
+def test_a_damaged_embedding_cache_shard_is_refused_and_rebuild_re_embeds_it(
+    slice_texts: list[str], tmp_path: Path
+) -> None:
+    texts = slice_texts[:6]
+    embedder = Embedder(CFG)
+    first = embedder.embed(texts, embedder.cache(tmp_path), progress=False)
+    (shard,) = [p for p in embedder.cache(tmp_path).path.iterdir() if p.name.startswith("shard-")]
+    vectors = shard / "vectors.npy"
+    vectors.write_bytes(vectors.read_bytes()[:-64])  # truncated
+    with pytest.raises(SimscopeError) as refused:
+        Embedder(CFG).embed(texts, embedder.cache(tmp_path), progress=False)
+    assert str(refused.value) == (
+        f"{vectors}: checksum differs from the manifest (file damaged or truncated); rebuild the "
+        "index with --rebuild (a shard of the embedding cache: --rebuild drops it and embeds its "
+        "texts again)"
+    )
+    fresh = Embedder(CFG)
+    again = fresh.embed(texts, fresh.cache(tmp_path, rebuild=True), progress=False)
+    assert fresh.texts_encoded == len(set(texts))
+    np.testing.assert_allclose(again, first, atol=1e-6)
+    # the damaged shard is gone, a whole one replaces it, and a plain load now works
+    assert not shard.exists()
+    Embedder(CFG).embed(texts, embedder.cache(tmp_path), progress=False)
+
+
 # ---- indexes ----------------------------------------------------------------------------
 
 

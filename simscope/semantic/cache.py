@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,10 @@ from typing import Any
 import numpy as np
 import xxhash
 
+from simscope.errors import SimscopeError
 from simscope.storage import (
     atomic_dir,
+    check_replaceable,
     load_array,
     read_manifest,
     save_array,
@@ -48,8 +51,10 @@ def identity_digest(identity: dict[str, Any]) -> str:
 class EmbeddingCache:
     """Embeddings of texts under one encoder identity, as shards of plain arrays."""
 
-    def __init__(self, root: Path, identity: dict[str, Any]) -> None:
+    def __init__(self, root: Path, identity: dict[str, Any], *, rebuild: bool = False) -> None:
         self.identity = dict(identity)
+        self.rebuild = rebuild
+        """Drop (and so re-embed) a damaged shard instead of refusing it: ``--rebuild``."""
         name = slug(str(identity.get("model", "model")))
         self.path = Path(root) / f"embcache-{name}-{identity_digest(self.identity)}"
         self._rows: dict[bytes, int] | None = None
@@ -67,8 +72,22 @@ class EmbeddingCache:
                 if p.is_dir() and p.name.startswith("shard-") and "." not in p.name
             )
             for shard in shards:
-                read_manifest(shard, CACHE_KIND, self.identity)
-                self._append(rows, load_array(shard, "keys"), load_array(shard, "vectors"))
+                try:
+                    read_manifest(shard, CACHE_KIND, self.identity)
+                    keys, vectors = load_array(shard, "keys"), load_array(shard, "vectors")
+                except SimscopeError as e:
+                    if not self.rebuild:
+                        raise SimscopeError(
+                            f"{e} (a shard of the embedding cache: --rebuild drops it and "
+                            "embeds its texts again)"
+                        ) from None
+                    check_replaceable(shard)  # only a shard simscope wrote whole is deleted
+                    logger.warning(
+                        "%s: damaged (%s); dropped, its texts are embedded again", shard, e
+                    )
+                    shutil.rmtree(shard, ignore_errors=True)  # another worker may race
+                    continue
+                self._append(rows, keys, vectors)
         self._rows = rows
         logger.debug("embedding cache %s: %d vectors", self.path, len(rows))
         return rows

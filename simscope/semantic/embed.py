@@ -293,9 +293,10 @@ class Encoder(ABC):
     def encode(self, texts: list[str], *, progress: bool = True) -> np.ndarray:
         """Encode texts (no cache): float32 (len(texts), dim), unit rows when ``normalize``."""
 
-    def cache(self, root: Path) -> EmbeddingCache:
-        """The embedding cache of this encoder under ``root`` (an ``indexes/`` directory)."""
-        return EmbeddingCache(root, self.identity)
+    def cache(self, root: Path, *, rebuild: bool = False) -> EmbeddingCache:
+        """The embedding cache of this encoder under ``root`` (an ``indexes/`` directory);
+        ``rebuild`` drops damaged shards instead of refusing them."""
+        return EmbeddingCache(root, self.identity, rebuild=rebuild)
 
     def embed(
         self, texts: list[str], cache: EmbeddingCache | None = None, *, progress: bool = True

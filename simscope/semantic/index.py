@@ -234,7 +234,7 @@ def build_semantic_index(
         pieces = chunk_document(text, words)
         chunks.extend(pieces)
         chunk_doc.extend([i] * len(pieces))
-    vectors = embedder.embed(chunks, embedder.cache(root), progress=progress)
+    vectors = embedder.embed(chunks, embedder.cache(root, rebuild=rebuild), progress=progress)
     doc_array = np.asarray(chunk_doc, dtype=np.int64)
     with atomic_dir(path, overwrite=True) as tmp:
         index, manifest = save_semantic_index(tmp, vectors, doc_array, params, cfg, docs=len(texts))

@@ -109,9 +109,15 @@ class SliceGeometry:
 
 
 def embed_texts(
-    index: SemanticIndex, texts: list[str], cfg: SemanticConfig, *, progress: bool = True
+    index: SemanticIndex,
+    texts: list[str],
+    cfg: SemanticConfig,
+    *,
+    progress: bool = True,
+    rebuild: bool = False,
 ) -> np.ndarray:
-    """Embeddings of ``texts`` with the index's encoder, through the cache beside the index."""
+    """Embeddings of ``texts`` with the index's encoder, through the cache beside the index
+    (``rebuild``: damaged cache shards are dropped, not refused)."""
     embedder = get_embedder(cfg, index.root)
     built = index.manifest["params"]["embedding"]
     if built != embedder.identity:
@@ -121,7 +127,7 @@ def embed_texts(
             f"{index.path}: built with embedding {built}, requested {embedder.identity}; "
             "use the same semantic config or rebuild the index with --rebuild"
         )
-    return embedder.embed(texts, embedder.cache(index.root), progress=progress)
+    return embedder.embed(texts, embedder.cache(index.root, rebuild=rebuild), progress=progress)
 
 
 def slice_geometry(queries: np.ndarray, cfg: SemanticConfig) -> SliceGeometry:
@@ -467,7 +473,13 @@ class SemanticScorer:
         keys = sorted(k for k in self.indexes if k[1] == "chosen")
         if not keys:
             return None
-        queries = embed_texts(self.indexes[keys[0]], self.texts["chosen"], self.cfg, progress=False)
+        queries = embed_texts(
+            self.indexes[keys[0]],
+            self.texts["chosen"],
+            self.cfg,
+            progress=False,
+            rebuild=self.rebuild,
+        )
         blocks = [(queries, "preference", "preference data")]
         rng = np.random.default_rng(self.seed)
         for model, _ in keys:
@@ -489,6 +501,8 @@ class SemanticScorer:
         (keyed by the texts' hash and the encoder, so a changed slice is recomputed)."""
         key = (slice_name, hash_texts([json.dumps(index.manifest["params"]["embedding"]), *texts]))
         if key not in self._geometry:
-            queries = embed_texts(index, texts, self.cfg, progress=self.progress)
+            queries = embed_texts(
+                index, texts, self.cfg, progress=self.progress, rebuild=self.rebuild
+            )
             self._geometry[key] = slice_geometry(queries, self.cfg)
         return self._geometry[key]

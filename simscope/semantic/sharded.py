@@ -92,7 +92,7 @@ def build_sharded_semantic_index(
         parts = tmp / "parts"
         parts.mkdir()
         summaries = engine.map_units_stateful(
-            _EmbedTaskFactory(cfg, words, str(parts), str(root)),
+            _EmbedTaskFactory(cfg, words, str(parts), str(root), rebuild),
             units,
             desc=f"embed {model}",
             num_gpus=num_gpus,
@@ -136,15 +136,19 @@ class _EmbedTaskFactory:
     chunk_words: int
     parts: str
     root: str
+    rebuild: bool = False
+    """Drop damaged embedding-cache shards instead of refusing them."""
 
     def __call__(self) -> _EmbedTask:
-        return _EmbedTask(self.cfg, self.chunk_words, self.parts, self.root)
+        return _EmbedTask(self.cfg, self.chunk_words, self.parts, self.root, self.rebuild)
 
 
 class _EmbedTask:
-    def __init__(self, cfg: SemanticConfig, chunk_words: int, parts: str, root: str) -> None:
+    def __init__(
+        self, cfg: SemanticConfig, chunk_words: int, parts: str, root: str, rebuild: bool
+    ) -> None:
         self.embedder = get_embedder(cfg, Path(root))
-        self.cache = self.embedder.cache(Path(root))
+        self.cache = self.embedder.cache(Path(root), rebuild=rebuild)
         self.chunk_words = chunk_words
         self.parts = Path(parts)
 

@@ -60,17 +60,19 @@ def fit_topics(
     seed: int,
     cache_root: Path | None = None,
     progress: bool = True,
+    rebuild: bool = False,
 ) -> Topics:
     """Cluster the preference pairs (pass each pair's prompt) into topics.
 
     ``cache_root`` (an ``indexes/`` directory) lets the prompts' embeddings come from, and
     go to, the embedding cache shared with the semantic indexes (and holds the encoder
-    choice and the static encoder, :func:`simscope.semantic.embed.get_embedder`).
+    choice and the static encoder, :func:`simscope.semantic.embed.get_embedder`);
+    ``rebuild`` drops damaged cache shards instead of refusing them.
     """
     if not pair_texts:
         raise SimscopeError("topics: the preference set is empty; nothing to cluster")
     embedder = get_embedder(cfg, cache_root)
-    cache = embedder.cache(cache_root) if cache_root is not None else None
+    cache = embedder.cache(cache_root, rebuild=rebuild) if cache_root is not None else None
     x = embedder.embed(pair_texts, cache, progress=progress)
     x = _unit(x)
     n = x.shape[0]
