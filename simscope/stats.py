@@ -9,14 +9,34 @@ topic is just a scope.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from simscope.errors import SimscopeError
+
+
+@cache
+def _blas_controller() -> ThreadpoolController:
+    # Finding the loaded BLAS libraries walks every shared object of the process (~8 ms);
+    # done once, it sees numpy's BLAS, the one the callers' small problems run on.
+    return ThreadpoolController()
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """BLAS on one thread inside the block: many small linear-algebra problems (bootstrap
+    replicates, CV fits) on a multi-threaded BLAS of a busy 2-core machine each measured up to
+    100x slower (spinning threads). ``threadpool_limits`` would look the libraries up on every
+    entry; this looks them up once per process."""
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        yield
+
 
 Statistic = Callable[[np.ndarray], float]
 """Maps a weight vector over all texts of a slice to one number."""
@@ -75,9 +95,7 @@ def bootstrap(
         return Estimate(value, None, None)
     rng = np.random.default_rng(seed)
     reps = np.empty(n_boot)
-    # Replicates are many small linear-algebra problems: with a multi-threaded BLAS on a busy
-    # 2-core machine each one measured up to 100x slower than on one thread (spinning threads).
-    with threadpool_limits(limits=1, user_api="blas"):
+    with single_threaded_blas():
         for b in range(n_boot):
             wb = np.zeros(n_texts)
             np.add.at(wb, rng.choice(idx, size=idx.size, replace=True), 1.0)

@@ -586,3 +586,16 @@ def test_lexical_estimators_take_a_polars_column_like_a_list(
     # the first 100 texts are the corpus: (nearly) each finds itself, none past them does
     assert (scores_a.best_doc[0.8][:100] >= 0).sum() >= 95
     assert (scores_a.best_jaccard[0.8][:100] == 1.0).sum() >= 95
+
+
+def test_js_divergence_matches_scipy_and_its_known_values() -> None:
+    from scipy.spatial.distance import jensenshannon
+
+    rng = np.random.default_rng(0)
+    p, q = rng.poisson(0.3, 4096).astype(float), rng.poisson(0.6, 4096).astype(float)
+    s = 0.5
+    expected = jensenshannon(p + s, q + s, base=2) ** 2
+    assert js_divergence(p, q, s) == pytest.approx(expected, rel=1e-9)
+    assert js_divergence(p, p, s) == 0.0
+    # disjoint supports: one bit
+    assert js_divergence(np.array([5.0, 0.0]), np.array([0.0, 3.0]), 1e-12) == pytest.approx(1.0)

@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from simscope.errors import SimscopeError
@@ -45,6 +44,7 @@ from simscope.stats import (
     bootstrapped,
     mean_statistic,
     scope_rows,
+    single_threaded_blas,
     topic_scopes,
 )
 
@@ -196,7 +196,7 @@ def bt_out_of_fold(
     folds = _folds(n, config.n_folds, seed)
     margins = np.zeros(n)
     # Many small fits: one BLAS thread each (a busy machine's spinning threads cost ~10x).
-    with threadpool_limits(limits=1, user_api="blas"):
+    with single_threaded_blas():
         for k in range(config.n_folds):
             test = folds == k
             train = ~test

@@ -29,13 +29,13 @@ from typing import Any
 import faiss
 import numpy as np
 import polars as pl
-from threadpoolctl import threadpool_limits
 
 from simscope.errors import SimscopeError
 from simscope.records import split_probe_corpus
 from simscope.semantic.config import SemanticConfig
 from simscope.semantic.distances import GaussianFit
 from simscope.semantic.embed import Encoder, get_embedder
+from simscope.stats import single_threaded_blas
 from simscope.storage import (
     atomic_dir,
     hash_corpus_texts,
@@ -122,7 +122,7 @@ class SemanticIndex:
         """Mean and covariance of the chunk vectors (the Fréchet distance's corpus side),
         computed once per index."""
         if self._gaussian is None:
-            with threadpool_limits(limits=1, user_api="blas"):
+            with single_threaded_blas():
                 self._gaussian = GaussianFit.of(self.vectors)
         return self._gaussian
 

@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
 
 from simscope.metrics import spec
 from simscope.records import PROFILE_SCHEMA, Candidate, ProfileContext
@@ -64,6 +63,7 @@ from simscope.stats import (
     bootstrapped,
     mean_statistic,
     scope_rows,
+    single_threaded_blas,
 )
 from simscope.storage import hash_texts
 
@@ -244,7 +244,7 @@ def _single_threaded_blas(estimator: ScopeEstimator) -> ScopeEstimator:
     """
 
     def estimate(scope: np.ndarray) -> Estimate:
-        with threadpool_limits(limits=1, user_api="blas"):
+        with single_threaded_blas():
             return estimator(scope)
 
     return estimate
