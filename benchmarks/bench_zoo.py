@@ -3,7 +3,7 @@ The paper's experiment (Ahrabian et al. 2025: public benchmarks, then + a distri
 estimate) in miniature, on a zoo of tiny LMs whose pretraining is known.
 
 1. Trains the zoo (``simscope.examples.zoo``: sizes x pretraining mixtures of real text) and
-   fully fine-tunes each model into a Bradley-Terry reward model on ~860 pairs of the zoo's
+   fully fine-tunes each model into a Bradley-Terry reward model on 910 pairs of the zoo's
    task; its accuracy on 1,000 other pairs, with a bootstrap CI, is the truth to predict.
 2. Runs ``simscope run`` on the team's 150-record preference set with every model as a
    candidate (sampled probe corpora, lexical, semantic, likelihood and transfer stages), and

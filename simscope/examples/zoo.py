@@ -8,11 +8,11 @@ assistant reply, the *rejected* one is the same reply with ``swaps`` pairs of ne
 words exchanged. Telling them apart needs a sense of English word order in dialogue, which a
 model pretrained on dialogue has, one pretrained on Shakespeare has less of (other English),
 and one pretrained on Python code hardly at all; bigger models learn more of it from the same
-text. The reward models see two corrupted versions of each of 250 records' replies (about
-860 pairs). Measured with the zoo's recipe (1,000 pretraining steps): fully fine-tuned
-accuracy on 1,000 other pairs from 0.60 (32-wide models, any mixture) to 0.80 (the 128-wide
-model pretrained on dialogue), each +- 0.03; at 64 wide, dialogue 0.71 against 0.65-0.66 for
-code or Shakespeare (benchmarks/README.md, bench_zoo).
+text. The reward models see two corrupted versions of each of 250 records' replies (910
+pairs). Measured with the zoo's recipe (1,000 pretraining steps): fully fine-tuned accuracy
+on 1,000 other pairs from 0.60-0.63 (32-wide models, any mixture) to 0.80 (the 128-wide model
+pretrained on dialogue), each +- 0.03; at 64 wide, dialogue 0.71 against 0.65-0.66 for code
+or Shakespeare (benchmarks/README.md, bench_zoo).
 
 **The models.** Sizes ``s`` (32-wide, 1 layer), ``m`` (64, 2) and ``l`` (128, 4) times
 mixtures of three real domains: dialogue (HH-RLHF transcripts 1000-2311, never preference
