@@ -52,3 +52,14 @@ def test_every_requirement_is_pinned_by_the_lock_within_its_range() -> None:
         assert req.specifier.contains(pins[name], prereleases=True), (req, pins[name])
     # The CPU build on disk: torch's pin stays the one the README promises.
     assert pins["torch"] == Version("2.13.0")
+
+
+def test_the_readme_run_config_is_a_valid_config(tmp_path: Path) -> None:
+    # every key the README shows exists and holds a valid value (a renamed knob fails here)
+    from simscope.config import load_run_config
+
+    (block,) = re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    (tmp_path / "simscope.toml").write_text(block)
+    cfg = load_run_config(tmp_path / "simscope.toml")
+    assert [c.name for c in cfg.candidates] == ["Qwen/Qwen3-0.6B", "my-7b"]
+    assert cfg.stages.transfer and cfg.select.suggest == 2
