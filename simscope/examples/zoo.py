@@ -223,7 +223,14 @@ def train_zoo(
     jobs = [(pretraining_texts(m, corpora, seed), target, seed, m.lm) for m, target in todo]
     for (m, _), path in zip(
         todo,
-        _map(_train_one, jobs, workers, desc="pretraining tiny LMs", progress=progress),
+        _map(
+            _train_one,
+            jobs,
+            workers,
+            desc="pretraining tiny LMs",
+            progress=progress,
+            labels=[m.name for m, _ in todo],
+        ),
         strict=True,
     ):
         out[m.name] = path
@@ -235,26 +242,45 @@ def _train_one(job: tuple[list[str], Path, int, TinyLMConfig]) -> Path:
     return train_tiny_lm(texts, target, seed=seed, config=config, overwrite=True)
 
 
-def _map(fn: Any, jobs: Sequence[Any], workers: int, *, desc: str, progress: bool) -> list[Any]:
-    """``fn`` over ``jobs`` in order, on ``workers`` fresh processes when there are several."""
+def _map(
+    fn: Any,
+    jobs: Sequence[Any],
+    workers: int,
+    *,
+    desc: str,
+    progress: bool,
+    labels: Sequence[str],
+) -> list[Any]:
+    """``fn`` over ``jobs`` in order, on ``workers`` fresh processes when there are several;
+    the progress line names the job running (one at a time) or the one last finished."""
     if not jobs:
         return []
-    bar = stage(range(len(jobs)), desc, unit="models", enabled=progress)
     if workers <= 1 or len(jobs) == 1:
-        out = []
-        for i in bar:
-            out.append(fn(jobs[i]))
-        return out
+        return [
+            fn(jobs[i])
+            for i in stage(
+                range(len(jobs)), desc, unit="models", enabled=progress, name_of=labels.__getitem__
+            )
+        ]
     # "spawn": a forked child of a process that has run torch can hang in its thread pools.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = [pool.submit(fn, job) for job in jobs]
         results: list[Any] = [None] * len(jobs)
         pending = dict(enumerate(futures))
+        finished = ["started"]
+        bar = stage(
+            range(len(jobs)),
+            desc,
+            unit="models",
+            enabled=progress,
+            name_of=lambda _: f"{workers} at a time, last done: {finished[-1]}",
+        )
         for _ in bar:
             done = next(iter(wait(pending.values(), return_when=FIRST_COMPLETED).done))
             i = next(k for k, f in pending.items() if f is done)
             results[i] = done.result()
+            finished.append(labels[i])
             del pending[i]
         return results
 
@@ -288,7 +314,14 @@ def measure_reward_models(
     jobs = [(models[n], as_texts(train), as_texts(test), config, seed) for n in todo]
     for name, result in zip(
         todo,
-        _map(_reward_one, jobs, workers, desc="fine-tuning reward models", progress=progress),
+        _map(
+            _reward_one,
+            jobs,
+            workers,
+            desc="fine-tuning reward models",
+            progress=progress,
+            labels=todo,
+        ),
         strict=True,
     ):
         known[name] = {"key": keys[name], **asdict(result)}
