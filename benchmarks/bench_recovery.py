@@ -342,7 +342,10 @@ PLAIN_HEADLINE = {
     "plain.dsir_kl": ("lexical.hashed_ngram_jsd", -1.0),
 }
 """The plain script's counterpart of each simscope headline metric, and its orientation."""
-ONCE_PER_DIRECTORY = ("encoder-choice-*", "static-encoder-*")
+ONCE_PER_DIRECTORY = ("encoder-choice-*", "static-encoder-*", "openvino-encoder-*")
+"""What an indexes directory makes once and keeps (the measured encoder choice, the distilled
+static model, the OpenVINO model converted from torch): made in the warm-up run, whose cost is
+its own row, and copied into each measured run's fresh directory."""
 
 
 def timing_name(p: float, seed: int) -> str:
