@@ -1,5 +1,5 @@
 """A run's probes of one candidate model, cached under ``indexes/``: its sampled corpus, its
-likelihood rows and its transfer rows (the last two also as Profile scorers).
+likelihood rows and its transfer rows (those two through the Profile scorers below).
 
 Each result is a checked cache entry (``storage.store_cached_table``: a manifest with every
 input that decides it and a checksum of the table), keyed by the model's content (weights
@@ -13,12 +13,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
-import numpy as np
 import polars as pl
 
 from simscope.probe.corpus import read_probe_corpus
@@ -64,17 +63,6 @@ class ProbeCache:
         return Path(self.root) / folder / f"{slug(name)}-{key}"
 
 
-@dataclass(frozen=True)
-class TopicLabels:
-    """A topic per preference pair (-1 = none) and the topics' names."""
-
-    labels: np.ndarray
-    names: Sequence[str]
-
-    def key(self) -> str:
-        return hash_texts([*self.names, self.labels.tobytes().hex()])
-
-
 class CandidateModel:
     """A candidate's model: identified without loading it, loaded on first use, once.
 
@@ -112,14 +100,38 @@ class CandidateModel:
         self._lm = None
 
 
-def _cached_rows(cache: ProbeCache, entry: Path, kind: str, params: Mapping[str, Any]) -> Any:
-    path = None if cache.rebuild else read_cached_table(entry, kind, params)
-    if path is None:
-        return None
-    logger.info("%s: reusing %s", kind, entry)
-    return read_parquet(
-        path, expected="a cache entry written by simscope", fix="rebuild with --rebuild"
-    )
+def _cached_rows(
+    model: CandidateModel,
+    folder: str,
+    kind: str,
+    params: Mapping[str, Any],
+    compute: Callable[[], pl.DataFrame],
+) -> pl.DataFrame:
+    """The rows of the cache entry for ``params``, or ``compute()``'s, stored there."""
+    entry = model.cache.entry(folder, model.name, params)
+    path = None if model.cache.rebuild else read_cached_table(entry, kind, params)
+    if path is not None:
+        logger.info("%s: reusing %s", kind, entry)
+        return read_parquet(
+            path, expected="a cache entry written by simscope", fix="rebuild with --rebuild"
+        )
+    rows = compute()
+    store_cached_table(entry, kind, params, rows)
+    return rows
+
+
+def _row_params(model: CandidateModel, ctx: ProfileContext) -> dict[str, Any]:
+    """What every cached row set of a candidate depends on besides its own settings."""
+    topics = None
+    if ctx.topic_labels is not None and ctx.topic_names is not None:
+        topics = hash_texts([*ctx.topic_names, ctx.topic_labels.tobytes().hex()])
+    return {
+        "candidate": model.name,
+        **model.identity,
+        "n_boot": model.cache.n_boot,
+        "seed": model.cache.seed,
+        "topics": topics,
+    }
 
 
 def cached_corpus(model: CandidateModel, config: GenerationConfig) -> pl.DataFrame:
@@ -138,90 +150,6 @@ def cached_corpus(model: CandidateModel, config: GenerationConfig) -> pl.DataFra
     return read_probe_corpus(store_cached_table(entry, CORPUS_KIND, params, staging))
 
 
-def cached_likelihood(
-    model: CandidateModel,
-    prefs: pl.DataFrame,
-    config: LikelihoodConfig,
-    *,
-    slices: Sequence[str],
-    topics: TopicLabels | None = None,
-) -> pl.DataFrame:
-    """The model's ``likelihood.*`` Profile rows of ``prefs``."""
-    cache = model.cache
-    params = {
-        "candidate": model.name,
-        **model.identity,
-        "texts": hash_texts([t for s in slices for t in prefs.get_column(s).to_list()]),
-        "prompts": hash_texts(prefs.get_column("prompt").to_list()),
-        "likelihood": dataclasses.asdict(config),
-        "slices": list(slices),
-        "n_boot": cache.n_boot,
-        "seed": cache.seed,
-        "topics": None if topics is None else topics.key(),
-    }
-    entry = cache.entry("likelihood", model.name, params)
-    cached = _cached_rows(cache, entry, LIKELIHOOD_KIND, params)
-    if cached is not None:
-        return cached
-    rows = score_preferences(
-        model.lm,
-        prefs,
-        config,
-        slices=slices,
-        topic_labels=topics.labels if topics else None,
-        topic_names=topics.names if topics else None,
-        n_boot=cache.n_boot,
-        seed=cache.seed,
-        progress=False,
-    ).profile
-    store_cached_table(entry, LIKELIHOOD_KIND, params, rows)
-    return rows
-
-
-def cached_transfer(
-    model: CandidateModel,
-    prefs: pl.DataFrame,
-    config: TransferConfig,
-    *,
-    topics: TopicLabels | None = None,
-) -> pl.DataFrame:
-    """The model's ``transfer.*`` Profile rows of ``prefs``."""
-    cache = model.cache
-    params = {
-        "candidate": model.name,
-        **model.identity,
-        "pairs": hash_texts(
-            [t for s in ("prompt", "chosen", "rejected") for t in prefs.get_column(s).to_list()]
-        ),
-        "transfer": dataclasses.asdict(config),
-        "n_boot": cache.n_boot,
-        "seed": cache.seed,
-        "topics": None if topics is None else topics.key(),
-    }
-    entry = cache.entry("transfer", model.name, params)
-    cached = _cached_rows(cache, entry, TRANSFER_KIND, params)
-    if cached is not None:
-        return cached
-    rows = score_transfer(
-        model.lm,
-        prefs,
-        config,
-        topic_labels=topics.labels if topics else None,
-        topic_names=topics.names if topics else None,
-        n_boot=cache.n_boot,
-        seed=cache.seed,
-        progress=False,
-    ).profile
-    store_cached_table(entry, TRANSFER_KIND, params, rows)
-    return rows
-
-
-def _topics(ctx: ProfileContext) -> TopicLabels | None:
-    if ctx.topic_labels is None or ctx.topic_names is None:
-        return None
-    return TopicLabels(ctx.topic_labels, ctx.topic_names)
-
-
 class LikelihoodScorer:
     """The likelihood probe as a Profile scorer (``simscope.overlap.scorer.Scorer``): the
     candidate's model scores the slices, cached; a corpus without a model gets no rows."""
@@ -230,10 +158,35 @@ class LikelihoodScorer:
         self.config = config
 
     def score(self, candidate: Candidate, ctx: ProfileContext) -> pl.DataFrame:
-        if candidate.model is None:
+        model = candidate.model
+        if model is None:
             return pl.DataFrame(schema=PROFILE_SCHEMA)
-        return cached_likelihood(
-            candidate.model, ctx.prefs, self.config, slices=ctx.slices, topics=_topics(ctx)
+        prefs = ctx.prefs
+        params = {
+            **_row_params(model, ctx),
+            "texts": hash_texts([t for s in ctx.slices for t in prefs.get_column(s).to_list()]),
+            "prompts": hash_texts(prefs.get_column("prompt").to_list()),
+            "likelihood": dataclasses.asdict(self.config),
+            "slices": list(ctx.slices),
+        }
+        return _cached_rows(
+            model,
+            "likelihood",
+            LIKELIHOOD_KIND,
+            params,
+            lambda: (
+                score_preferences(
+                    model.lm,
+                    prefs,
+                    self.config,
+                    slices=ctx.slices,
+                    topic_labels=ctx.topic_labels,
+                    topic_names=ctx.topic_names,
+                    n_boot=model.cache.n_boot,
+                    seed=model.cache.seed,
+                    progress=False,
+                ).profile
+            ),
         )
 
 
@@ -244,6 +197,31 @@ class TransferScorer:
         self.config = config
 
     def score(self, candidate: Candidate, ctx: ProfileContext) -> pl.DataFrame:
-        if candidate.model is None:
+        model = candidate.model
+        if model is None:
             return pl.DataFrame(schema=PROFILE_SCHEMA)
-        return cached_transfer(candidate.model, ctx.prefs, self.config, topics=_topics(ctx))
+        prefs = ctx.prefs
+        pairs = [t for s in ("prompt", "chosen", "rejected") for t in prefs.get_column(s).to_list()]
+        params = {
+            **_row_params(model, ctx),
+            "pairs": hash_texts(pairs),
+            "transfer": dataclasses.asdict(self.config),
+        }
+        return _cached_rows(
+            model,
+            "transfer",
+            TRANSFER_KIND,
+            params,
+            lambda: (
+                score_transfer(
+                    model.lm,
+                    prefs,
+                    self.config,
+                    topic_labels=ctx.topic_labels,
+                    topic_names=ctx.topic_names,
+                    n_boot=model.cache.n_boot,
+                    seed=model.cache.seed,
+                    progress=False,
+                ).profile
+            ),
+        )
