@@ -5,7 +5,7 @@ transcripts, pairs 1000-2311, never the profiled pairs) and the rest split evenl
 Shakespeare and Python standard-library source (``simscope.examples.data.mixture``: shares of
 characters, one seed, so the corpora are nested draws of the same shuffled domains). Each
 corpus is profiled against the preference set (the first ``--pairs`` HH-RLHF pairs) with
-``build_profile`` (lexical scorer, plus the semantic scorer through ``extra_scorers``), whole
+``build_profile`` (the lexical and semantic scorers, as ``simscope run``), whole
 slices only. Per metric and slice the script reports:
 
 - ``rho``: Spearman between p and the metric oriented by ``metrics.spec(name).closer_when``
@@ -57,6 +57,7 @@ from simscope.examples.data import (
     demo_corpora,
     mixture,
 )
+from simscope.lexical.scorer import LexicalScorer
 from simscope.metrics import is_headline, spec
 from simscope.overlap.profile import ProfileConfig, build_profile
 from simscope.preferences import load_preferences
@@ -140,13 +141,10 @@ def profile_corpora(
         slice_texts={s: prefs.get_column(s).to_list() for s in cfg.slices},
         per_slice_scales=cfg.per_slice_scales,
     )
+    profile_cfg = ProfileConfig(n_boot=cfg.n_boot, seed=cfg.seed, slices=cfg.slices)
+    lexical = LexicalScorer(index_root, profile_cfg.lexical, progress=progress)
     result = build_profile(
-        prefs,
-        corpora,
-        index_root,
-        ProfileConfig(n_boot=cfg.n_boot, seed=cfg.seed, slices=cfg.slices),
-        extra_scorers={"semantic": semantic},
-        progress=progress,
+        prefs, corpora, index_root, profile_cfg, scorers=[lexical, semantic], progress=progress
     )
     return result.profile.filter(pl.col("topic").is_null())
 

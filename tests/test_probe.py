@@ -853,6 +853,7 @@ def test_likelihood_rows_through_the_overlap_stage(
     tmp_path: Path,
 ) -> None:
     from simscope.overlap.profile import ProfileConfig, build_profile
+    from simscope.overlap.scorer import SliceHooks
 
     prefs = _hh_prefs(hh_records, 10)
     corpus = pl.DataFrame(
@@ -870,7 +871,7 @@ def test_likelihood_rows_through_the_overlap_stage(
         {"shakespeare": corpus},
         tmp_path / "indexes",
         ProfileConfig(n_boot=20),
-        extra_scorers={"likelihood": scorer},
+        scorers=[SliceHooks([scorer])],
         progress=False,
     )
     rows = result.profile.filter(pl.col("metric").str.starts_with("likelihood."))

@@ -536,8 +536,8 @@ def test_profile_rows_through_the_overlap_hook(
             sem_root,
             cfg,
             topics=topics,
-            extra_scorers={
-                "semantic": SemanticScorer(
+            scorers=[
+                SemanticScorer(
                     sem_root,
                     CFG,
                     seed=3,
@@ -545,7 +545,7 @@ def test_profile_rows_through_the_overlap_hook(
                     progress=False,
                     slice_texts={s: prefs[s].to_list() for s in ("prompt", "chosen", "rejected")},
                 )
-            },
+            ],
             progress=False,
         ).profile
         for _ in range(2)

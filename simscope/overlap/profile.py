@@ -20,7 +20,7 @@ from simscope.checks import check_seed
 from simscope.errors import SimscopeError
 from simscope.lexical.index import LexicalConfig
 from simscope.lexical.scorer import LexicalScorer, LexicalTextScores
-from simscope.overlap.scorer import Scorer, SliceHook, SliceHooks
+from simscope.overlap.scorer import Scorer
 from simscope.records import (
     PREFERENCE_SCHEMA,
     PROFILE_SCHEMA,
@@ -33,7 +33,6 @@ from simscope.stats import DEFAULT_N_BOOT, topic_scopes
 
 logger = logging.getLogger(__name__)
 
-ExtraScorer = SliceHook
 """(model, corpus, slice, texts) -> estimators: a hook for scorers owned by later stages."""
 
 
@@ -105,7 +104,6 @@ def build_profile(
     *,
     topics: Topics | None = None,
     scorers: Sequence[Scorer] | None = None,
-    extra_scorers: Mapping[str, SliceHook] | None = None,
     rebuild: bool = False,
     progress: bool = True,
 ) -> ProfileResult:
@@ -113,7 +111,7 @@ def build_profile(
 
     ``corpora`` maps a model to its probe corpus, or lists :class:`records.Candidate` (a
     model-only candidate has no corpus). ``scorers`` default to the lexical scorer on indexes
-    under ``index_root``; ``extra_scorers`` are per-slice hooks of later stages.
+    under ``index_root``; a per-slice hook joins as ``overlap.scorer.SliceHooks([hook])``.
     """
     ctx = profile_context(prefs, cfg, topics)
     candidates = (
@@ -125,7 +123,6 @@ def build_profile(
         raise SimscopeError("no probe corpora given; name at least one candidate model")
     if scorers is None:
         scorers = [LexicalScorer(index_root, cfg.lexical, rebuild=rebuild, progress=progress)]
-    scorers = [*scorers, *([SliceHooks(list(extra_scorers.values()))] if extra_scorers else [])]
     frames = [s.score(c, ctx) for c in candidates for s in scorers]
     profile = (pl.concat(frames) if frames else pl.DataFrame(schema=PROFILE_SCHEMA)).sort(
         ["model", "slice", "metric", "topic"], nulls_last=False

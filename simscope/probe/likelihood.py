@@ -422,7 +422,7 @@ def likelihood_scorer(
     seed: int = 0,
     progress: bool = True,
 ) -> Callable[[str, pl.DataFrame, str, list[str]], dict[str, ScopeEstimator]]:
-    """A scorer for the overlap stage's ``extra_scorers`` hook: (model, corpus, slice, texts)
+    """A per-slice hook (``overlap.scorer.SliceHooks``): (model, corpus, slice, texts)
     -> likelihood estimators, scoring the slice with ``models[model]`` (the corpus is not used).
 
     With ``prefs`` (the PreferenceSet whose slices are scored) the slice ``chosen`` also gets
