@@ -30,7 +30,7 @@ from simscope.engine import CorpusShards, EngineConfig, make_engine, write_corpu
 from simscope.errors import SimscopeError
 from simscope.lexical.scorer import LexicalScorer, minhash_scales
 from simscope.lexical.sharded import build_sharded_lexical_indexes
-from simscope.overlap.profile import ProfileConfig, build_profile
+from simscope.overlap.profile import ProfileConfig, profile_context, profile_rows
 from simscope.overlap.scorer import Scorer
 from simscope.preferences import load_preferences
 from simscope.probe.cached import (
@@ -144,6 +144,7 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
         slices=cfg.slices,
         lexical=replace(cfg.lexical, seed=cfg.seed),
     )
+    ctx = profile_context(prefs, profile_cfg, topics)
     cache = ProbeCache(Path(cfg.indexes_dir), seed=cfg.seed, n_boot=cfg.n_boot, rebuild=rebuild)
     model_scorers: list[Scorer] = []
     if cfg.stages.likelihood:
@@ -161,16 +162,7 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
         try:
             corpora[c.name] = _probe_corpus(c, model, cfg)
             if model is not None and model_scorers:
-                profiles.append(
-                    build_profile(
-                        prefs,
-                        [Candidate(c.name, model=model)],
-                        cfg.indexes_dir,
-                        profile_cfg,
-                        topics=topics,
-                        scorers=model_scorers,
-                    ).profile
-                )
+                profiles.append(profile_rows(ctx, [Candidate(c.name, model=model)], model_scorers))
         finally:
             if model is not None:
                 model.release()
@@ -196,16 +188,7 @@ def _profile(cfg: RunConfig, *, rebuild: bool, progress: bool) -> _Profiled:
     overlap_scorers: list[Scorer] = [lexical, *([semantic] if cfg.stages.semantic else [])]
     overlap = "lexical + semantic overlap" if cfg.stages.semantic else "lexical overlap"
     for name in stage(sorted(corpora), overlap, unit="corpora", enabled=progress):
-        profiles.append(
-            build_profile(
-                prefs,
-                [Candidate(name, corpora[name])],
-                cfg.indexes_dir,
-                profile_cfg,
-                topics=topics,
-                scorers=overlap_scorers,
-            ).profile
-        )
+        profiles.append(profile_rows(ctx, [Candidate(name, corpora[name])], overlap_scorers))
     clock.lap("lexical and semantic profile")
     profile = pl.concat(profiles).sort(["model", "slice", "metric", "topic"], nulls_last=False)
     manifests = dict(lexical.manifests)

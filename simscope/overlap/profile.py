@@ -96,6 +96,17 @@ def profile_context(
     )
 
 
+def profile_rows(
+    ctx: ProfileContext, candidates: Sequence[Candidate], scorers: Sequence[Scorer]
+) -> pl.DataFrame:
+    """Every scorer's rows of every candidate, in the Profile's order. A caller that profiles
+    candidates one at a time (to free each model) builds ``ctx`` once and calls this."""
+    frames = [s.score(c, ctx) for c in candidates for s in scorers]
+    return (pl.concat(frames) if frames else pl.DataFrame(schema=PROFILE_SCHEMA)).sort(
+        ["model", "slice", "metric", "topic"], nulls_last=False
+    )
+
+
 def build_profile(
     prefs: pl.DataFrame,
     corpora: Mapping[str, pl.DataFrame] | Sequence[Candidate],
@@ -123,10 +134,7 @@ def build_profile(
         raise SimscopeError("no probe corpora given; name at least one candidate model")
     if scorers is None:
         scorers = [LexicalScorer(index_root, cfg.lexical, rebuild=rebuild, progress=progress)]
-    frames = [s.score(c, ctx) for c in candidates for s in scorers]
-    profile = (pl.concat(frames) if frames else pl.DataFrame(schema=PROFILE_SCHEMA)).sort(
-        ["model", "slice", "metric", "topic"], nulls_last=False
-    )
+    profile = profile_rows(ctx, candidates, scorers)
     lexical = next((s for s in scorers if isinstance(s, LexicalScorer)), None)
     return ProfileResult(
         profile,
